@@ -1,0 +1,61 @@
+# gemini-batch-pipeline — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+# A second virtualenv with the oldest google-genai we support (what users' services pin).
+VENV_MIN ?= .venv-genai-min
+GENAI_MIN := 1.56.0
+PY := $(VENV)/bin/python
+PY_MIN := $(VENV_MIN)/bin/python
+PIP_FLAGS := --quiet --disable-pip-version-check
+REQS := requirements.txt requirements-dev.txt pyproject.toml
+
+.PHONY: help demo test test-unit test-genai-min lint fmt bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: $(REQS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+$(VENV_MIN)/.installed: $(REQS)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(PY_MIN) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	$(PY_MIN) -m pip install $(PIP_FLAGS) google-genai==$(GENAI_MIN)
+	$(PY_MIN) -m pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.installed ## Show the core on the real sample lines (the full pipeline demo arrives with the pipeline issue)
+	@echo "== validate examples/requests.jsonl"
+	-$(VENV)/bin/gemini-batch validate examples/requests.jsonl
+	@echo "== normalize examples/predictions.jsonl (real Vertex output lines)"
+	$(VENV)/bin/gemini-batch normalize examples/predictions.jsonl --table
+
+test: lint test-unit test-genai-min ## Install what is needed and run every test (what CI runs)
+
+test-unit: $(VENV)/.installed ## Unit tests with the pinned (latest) google-genai
+	$(PY) -m pytest -q
+
+test-genai-min: $(VENV_MIN)/.installed ## Core and typed-access tests with google-genai 1.56.0
+	$(PY_MIN) -c "import google.genai as g; assert g.__version__ == '$(GENAI_MIN)', g.__version__"
+	$(PY_MIN) -m pytest -q tests/unit -p no:cacheprovider
+
+lint: $(VENV)/.installed ## ruff (lint + format check) and mypy --strict on shared/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(VENV)/.installed ## Format and auto-fix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.installed ## Benchmarks: normalizer vs parse+emit floor, pandas, SDK; validator vs parse
+	$(PY) -m bench.run
+
+clean: ## Remove virtualenvs and caches
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache bench/.data

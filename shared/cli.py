@@ -1,0 +1,143 @@
+"""``gemini-batch``: validate request files and normalize predictions files locally."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import orjson
+import typer
+from tqdm import tqdm
+
+from shared.core.keys import JobLimits
+from shared.core.normalize import Normalizer, RowContext
+from shared.core.validate import ValidationOptions, ValidationSummary, validate
+
+app = typer.Typer(
+    help="Validate Gemini batch request files and normalize Vertex AI batch outputs into BigQuery-ready rows.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+
+
+def _progress(stream: BinaryIO, total: int, label: str) -> Iterator[bytes]:
+    """Lines of ``stream``, with a byte progress bar on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        yield from stream
+        return
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False) as bar:
+        for line in stream:
+            bar.update(len(line))
+            yield line
+
+
+def _human(summary: ValidationSummary, path: Path) -> str:
+    lines = [
+        f"{path}: {'valid' if summary.ok else 'INVALID'}",
+        f"  lines {summary.lines} (blank {summary.blank}), valid {summary.valid}, invalid {summary.invalid}, "
+        f"bytes {summary.bytes}",
+        f"  keys: present {summary.keys_present}, assigned {summary.keys_missing}, "
+        f"duplicated {summary.keys_duplicated}",
+    ]
+    if summary.exceeds_job_limits:
+        lines.append(
+            f"  exceeds one job's limits ({summary.max_requests} requests / {summary.max_bytes} bytes): "
+            "it will be split into several jobs"
+        )
+    for reason, count in sorted(summary.invalid_by_reason.items()):
+        lines.append(f"  {reason}: {count} line(s)")
+        for issue in summary.examples.get(reason, []):
+            lines.append(f"    line {issue.line}: {issue.detail}")
+    if summary.valid == 0 and summary.invalid == 0:
+        lines.append("  the file has no requests")
+    return "\n".join(lines)
+
+
+@app.command("validate")
+def validate_command(
+    file: ExistingFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    max_requests: Annotated[int, typer.Option(min=1, help="Requests per batch job.")] = JobLimits().max_requests,
+    max_bytes: Annotated[int, typer.Option(min=1, help="Bytes per batch job input.")] = JobLimits().max_bytes,
+    max_line_bytes: Annotated[int, typer.Option(min=1, help="Longest accepted line.")] = ValidationOptions().max_line_bytes,
+    examples: Annotated[int, typer.Option(min=0, help="Examples shown per reason.")] = ValidationOptions().max_examples,
+) -> None:
+    """Check a request JSONL file line by line. Exit 0 when valid, 1 when not."""
+    options = ValidationOptions(JobLimits(max_requests, max_bytes), max_line_bytes, examples)
+    with file.open("rb") as stream:
+        summary = validate(stream, options)
+    if as_json:
+        typer.echo(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(_human(summary, file))
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command("normalize")
+def normalize_command(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="NDJSON output file (default: stdout).")] = None,
+    run_id: Annotated[str | None, typer.Option(help="run_id column.")] = None,
+    job_name: Annotated[str | None, typer.Option(help="job_name column.")] = None,
+    attempt: Annotated[int, typer.Option(min=1, help="attempt column.")] = 1,
+    loaded_at: Annotated[str | None, typer.Option(help="loaded_at column (ISO 8601; default: now, UTC).")] = None,
+    table: Annotated[bool, typer.Option("--table", help="Print a compact table for people instead of NDJSON.")] = False,
+) -> None:
+    """Normalize Vertex batch predictions files into NDJSON rows for a BigQuery load job.
+
+    Rows carry the output line's own `key` and `status` members as well: load them
+    with ignore_unknown_values (bq load --ignore_unknown_values).
+    """
+    stamp = loaded_at or datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if table:
+        _print_table(files, RowContext(run_id, job_name, None, attempt, stamp))
+        return
+    rows = 0
+    with ExitStack() as stack:
+        out: BinaryIO = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+        for path in files:
+            context = RowContext(run_id, job_name, str(path), attempt, stamp)
+            with path.open("rb") as stream:
+                rows += Normalizer(context).write_ndjson(_progress(stream, os.path.getsize(path), path.name), out)
+        out.flush()
+    if output is not None:
+        typer.echo(f"{rows} rows written to {output}", err=True)
+
+
+def _print_table(files: list[Path], context: RowContext) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table("key", "outcome", "finish", "prompt", "output", "thoughts", "total", "error / answer", box=None)
+    for path in files:
+        normalizer = Normalizer(RowContext(context.run_id, context.job_name, str(path), context.attempt))
+        with path.open("rb") as stream:
+            for line in stream:
+                if not line.strip():
+                    continue
+                row = normalizer.row(line)
+                detail = row["error_message"] or row["response_text"] or row["block_reason"] or ""
+                view.add_row(
+                    row["request_key"],
+                    row["outcome"],
+                    row["finish_reason"] or "",
+                    *(str(row[c]) if row[c] is not None else "" for c in ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "total_tokens")),
+                    " ".join(str(detail).split())[:60],
+                )
+    Console(width=160).print(view)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

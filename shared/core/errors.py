@@ -1,0 +1,21 @@
+"""The error hierarchy every layer shares.
+
+Adapters translate SDK exceptions into these; the runtime decides from the class
+whether an event is retried (TransientError) or dropped (PermanentError).
+"""
+
+
+class PipelineError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+class PermanentError(PipelineError):
+    """Retrying cannot help: bad input, a missing object, a rejected request."""
+
+
+class TransientError(PipelineError):
+    """Retrying may help: 429, 5xx, deadlines, lost connections."""
+
+
+class KeyCollisionError(PermanentError):
+    """Two requests of one file would carry the same key."""

@@ -1,0 +1,298 @@
+"""Line-by-line validation of request JSONL files, streaming, before anything is paid for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Final
+
+import orjson
+
+from shared.core.keys import JobLimits, KeyedLine, assigned_key, with_key
+from shared.core.lines import iter_lines
+
+DEFAULT_MAX_LINE_BYTES: Final = 10 * 1024 * 1024
+DEFAULT_EXAMPLES: Final = 5
+
+# Reasons, stable strings (they appear in reports and in FAILED rows).
+INVALID_UTF8: Final = "invalid_utf8"
+INVALID_JSON: Final = "invalid_json"
+NOT_AN_OBJECT: Final = "not_an_object"
+MISSING_REQUEST: Final = "missing_request"
+CONTENTS_MISSING: Final = "contents_missing"
+CONTENTS_NOT_A_LIST: Final = "contents_not_a_list"
+CONTENTS_EMPTY: Final = "contents_empty"
+CONTENT_WITHOUT_PARTS: Final = "content_without_parts"
+PART_WITHOUT_DATA: Final = "part_without_data"
+INVALID_ROLE: Final = "invalid_role"
+LINE_TOO_LONG: Final = "line_too_long"
+INVALID_KEY: Final = "invalid_key"
+DUPLICATE_KEY: Final = "duplicate_key"
+KEY_COLLISION: Final = "key_collision"
+
+ROLES: Final = frozenset({"user", "model"})
+# A part must carry one of these (camelCase and snake_case are both accepted by Vertex).
+PART_DATA_FIELDS: Final = (
+    "text",
+    "inlineData",
+    "inline_data",
+    "fileData",
+    "file_data",
+    "functionCall",
+    "function_call",
+    "functionResponse",
+    "function_response",
+    "executableCode",
+    "executable_code",
+    "codeExecutionResult",
+    "code_execution_result",
+    "toolCall",
+    "tool_call",
+    "toolResponse",
+    "tool_response",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationOptions:
+    """How strict validation is and what one job may take."""
+
+    limits: JobLimits = field(default_factory=JobLimits)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_examples: int = DEFAULT_EXAMPLES
+
+
+@dataclass(frozen=True, slots=True)
+class LineIssue:
+    """One rejected line: where and why."""
+
+    line: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedLine:
+    """What the scan says about one non-blank line: valid (``issue`` is None) or not."""
+
+    line_number: int
+    data: bytes
+    key: str | None
+    assigned: bool
+    issue: LineIssue | None
+
+    def keyed(self) -> KeyedLine:
+        """The line as it goes to Vertex, with its key (only for valid lines)."""
+        if self.issue is not None or self.key is None:
+            raise ValueError(f"line {self.line_number} is not valid")
+        data = with_key(self.data, self.key) if self.assigned else self.data
+        return KeyedLine(self.line_number, self.key, self.assigned, data)
+
+
+@dataclass(slots=True)
+class ValidationSummary:
+    """What a whole file looks like. Counts are over physical lines.
+
+    Attributes:
+        lines: Physical lines read (blank ones included).
+        blank: Blank (or whitespace-only) lines, skipped.
+        valid: Lines that will be submitted.
+        invalid: Lines rejected.
+        invalid_by_reason: Count per reason.
+        examples: The first ``max_examples`` issues per reason.
+        keys_present: Lines (JSON objects) that carry their own key.
+        keys_missing: Valid lines that get an assigned key.
+        keys_duplicated: Lines whose key repeats an earlier one.
+        bytes: Bytes of the file, terminators included.
+        max_requests / max_bytes: The per-job limits checked against.
+    """
+
+    lines: int = 0
+    blank: int = 0
+    valid: int = 0
+    invalid: int = 0
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[LineIssue]] = field(default_factory=dict)
+    keys_present: int = 0
+    keys_missing: int = 0
+    keys_duplicated: int = 0
+    bytes: int = 0
+    max_requests: int = JobLimits().max_requests
+    max_bytes: int = JobLimits().max_bytes
+
+    @property
+    def ok(self) -> bool:
+        """True when every non-blank line is valid and there is at least one."""
+        return self.invalid == 0 and self.valid > 0
+
+    @property
+    def exceeds_job_limits(self) -> bool:
+        """True when the valid lines do not fit one batch job (they will be split)."""
+        return self.valid > self.max_requests or self.bytes > self.max_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (the CLI's ``--json`` and the rejection report)."""
+        return {
+            "ok": self.ok,
+            "lines": self.lines,
+            "blank": self.blank,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "invalid_by_reason": dict(sorted(self.invalid_by_reason.items())),
+            "examples": {
+                reason: [{"line": i.line, "detail": i.detail} for i in issues]
+                for reason, issues in sorted(self.examples.items())
+            },
+            "keys": {
+                "present": self.keys_present,
+                "missing": self.keys_missing,
+                "duplicated": self.keys_duplicated,
+            },
+            "bytes": self.bytes,
+            "job_limits": {"max_requests": self.max_requests, "max_bytes": self.max_bytes},
+            "exceeds_job_limits": self.exceeds_job_limits,
+        }
+
+
+def _check_request(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """Return ``(reason, detail)`` for the first problem of a parsed line, or None."""
+    request = obj.get("request")
+    if type(request) is not dict:
+        if request is None:
+            return MISSING_REQUEST, "no 'request' member"
+        return MISSING_REQUEST, "'request' must be a JSON object"
+    contents = request.get("contents")
+    if type(contents) is not list:
+        if contents is None:
+            return CONTENTS_MISSING, "request has no 'contents'"
+        return CONTENTS_NOT_A_LIST, "'request.contents' must be a list"
+    if not contents:
+        return CONTENTS_EMPTY, "'request.contents' is empty"
+    for ci, content in enumerate(contents):
+        if type(content) is not dict:
+            return CONTENT_WITHOUT_PARTS, f"contents[{ci}] is not an object"
+        role = content.get("role")
+        if role not in ROLES:
+            shown = "missing" if role is None else repr(role)
+            return INVALID_ROLE, f"contents[{ci}].role is {shown}; expected 'user' or 'model'"
+        parts = content.get("parts")
+        if type(parts) is not list or not parts:
+            return CONTENT_WITHOUT_PARTS, f"contents[{ci}] has no parts"
+        for pi, part in enumerate(parts):
+            if type(part) is not dict:
+                return PART_WITHOUT_DATA, f"contents[{ci}].parts[{pi}] is not an object"
+            for name in PART_DATA_FIELDS:
+                if part.get(name) is not None:
+                    break
+            else:
+                return PART_WITHOUT_DATA, f"contents[{ci}].parts[{pi}] has no data field (text, inlineData, fileData, ...)"
+    return None
+
+
+def scan(stream: BinaryIO, options: ValidationOptions, summary: ValidationSummary) -> Iterator[ScannedLine]:
+    """Check every line of a request JSONL stream, yielding one result per non-blank line.
+
+    Keys are checked across the file: a repeated user key is ``duplicate_key``; a
+    line without a key whose assigned key is already taken (or a user key equal to an
+    earlier assigned one) is ``key_collision``. ``summary`` is filled in as lines go by,
+    so it is complete once the iterator is exhausted.
+    """
+    seen: dict[str, bool] = {}  # key -> was it assigned
+    max_line = options.max_line_bytes
+    for number, data, size in iter_lines(stream, max_line):
+        summary.lines += 1
+        summary.bytes += size + 1
+        if size > max_line:
+            problem: tuple[str, str] | None = (LINE_TOO_LONG, f"line is {size} bytes; the cap is {max_line}")
+            yield _reject(summary, options, number, data, None, problem)
+            continue
+        if not data.strip():
+            summary.blank += 1
+            continue
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            problem = _decode_problem(data, exc)
+            yield _reject(summary, options, number, data, None, problem)
+            continue
+        if type(obj) is not dict:
+            yield _reject(summary, options, number, data, None, (NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}"))
+            continue
+        key = obj.get("key")
+        assigned = key is None
+        if assigned:
+            key = assigned_key(number)
+        else:
+            summary.keys_present += 1
+            if type(key) is not str or not key:
+                yield _reject(summary, options, number, data, None, (INVALID_KEY, "'key' must be a non-empty string"))
+                continue
+        problem = _check_request(obj)
+        if problem is None and key in seen:
+            if not assigned and not seen[key]:
+                summary.keys_duplicated += 1
+                problem = DUPLICATE_KEY, f"key {key!r} is used by an earlier line"
+            else:
+                problem = KEY_COLLISION, f"key {key!r} is both a user key and an assigned one"
+        if problem is not None:
+            yield _reject(summary, options, number, data, key, problem)
+            continue
+        seen[key] = assigned
+        summary.valid += 1
+        if assigned:
+            summary.keys_missing += 1
+        yield ScannedLine(number, data, key, assigned, None)
+
+
+def _decode_problem(data: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return INVALID_UTF8, f"invalid UTF-8 at byte {bad.start}"
+    return INVALID_JSON, str(exc)
+
+
+def _reject(
+    summary: ValidationSummary,
+    options: ValidationOptions,
+    number: int,
+    data: bytes,
+    key: str | None,
+    problem: tuple[str, str],
+) -> ScannedLine:
+    reason, detail = problem
+    issue = LineIssue(number, reason, detail)
+    summary.invalid += 1
+    summary.invalid_by_reason[reason] = summary.invalid_by_reason.get(reason, 0) + 1
+    examples = summary.examples.setdefault(reason, [])
+    if len(examples) < options.max_examples:
+        examples.append(issue)
+    return ScannedLine(number, data, key, False, issue)
+
+
+def validate(stream: BinaryIO, options: ValidationOptions | None = None) -> ValidationSummary:
+    """Validate a whole request JSONL stream in constant memory (plus the set of keys).
+
+    Args:
+        stream: The file, opened in binary mode.
+        options: Limits and caps; defaults match Vertex's.
+
+    Returns:
+        The summary: counts, issues by reason with examples, keys, bytes, limits.
+    """
+    options = options or ValidationOptions()
+    summary = ValidationSummary(max_requests=options.limits.max_requests, max_bytes=options.limits.max_bytes)
+    for _ in scan(stream, options, summary):
+        pass
+    return summary
+
+
+def keyed_lines(
+    stream: BinaryIO, options: ValidationOptions | None = None, summary: ValidationSummary | None = None
+) -> Iterator[KeyedLine]:
+    """Yield every valid line with its key, skipping invalid ones (they land in ``summary``)."""
+    options = options or ValidationOptions()
+    summary = summary if summary is not None else ValidationSummary()
+    for line in scan(stream, options, summary):
+        if line.issue is None:
+            yield line.keyed()
