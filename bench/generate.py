@@ -8,11 +8,61 @@ from typing import Any
 
 import orjson
 
+# Mostly-ASCII answers, as in most real workloads; a share of them multilingual.
 ASCII_WORDS = (
-    "the model answers batch vertex gemini request response token cache region bucket table of "
-    "and to in is for that with as on it be this are by at from or an which was will can we"
-).split()
-UNICODE_WORDS = "données über naïve café 東京 데이터 résumé 🚀 ✨ façade jalapeño Ελληνικά русский".split()
+    "the",
+    "model",
+    "answers",
+    "batch",
+    "vertex",
+    "gemini",
+    "request",
+    "response",
+    "token",
+    "cache",
+    "region",
+    "bucket",
+    "table",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "that",
+    "with",
+    "as",
+    "on",
+    "it",
+    "be",
+    "this",
+    "are",
+    "by",
+    "at",
+    "from",
+    "or",
+    "an",
+    "which",
+    "was",
+    "will",
+    "can",
+    "we",
+)
+UNICODE_WORDS = (
+    "données",
+    "über",
+    "naïve",
+    "café",
+    "東京",
+    "데이터",
+    "résumé",
+    "🚀",
+    "✨",
+    "façade",
+    "jalapeño",
+    "Ελληνικά",
+    "русский",
+)
 UNICODE_SHARE = 0.2  # answers with non-ASCII text (multilingual prompts, emoji)
 SAFETY = [
     {"category": c, "probability": "NEGLIGIBLE", "probabilityScore": 0.05, "severity": "HARM_SEVERITY_NEGLIGIBLE"}
@@ -39,7 +89,9 @@ def _request(rng: random.Random, kind: str) -> dict[str, Any]:
     }
     if rng.random() < 0.2:
         uri = f"gs://cloud-samples-data/generative-ai/image/{rng.randint(1, 500)}.jpeg"
-        request["contents"][0]["parts"].append({"file_data": {"file_uri": uri, "mime_type": "image/jpeg"}, "text": None})
+        request["contents"][0]["parts"].append(
+            {"file_data": {"file_uri": uri, "mime_type": "image/jpeg"}, "text": None}
+        )
     if kind == "json":
         request["generationConfig"]["responseMimeType"] = "application/json"
     if kind == "function":
@@ -89,11 +141,16 @@ def prediction_line(rng: random.Random, index: int) -> bytes:
     line: dict[str, Any] = {"key": f"req-{index:08d}", "request": _request(rng, kind)}
     if roll < 0.03:
         code, status = rng.choice(((400, "INVALID_ARGUMENT"), (429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL")))
-        error = orjson.dumps({"error": {"code": code, "message": "Request failed: " + _text(rng, 10, 80), "status": status}})
+        error = orjson.dumps(
+            {"error": {"code": code, "message": "Request failed: " + _text(rng, 10, 80), "status": status}}
+        )
         line["status"] = "Bad Request: " + error.decode()
     elif roll < 0.04:
         line["status"] = ""
-        line["response"] = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 12}}
+        line["response"] = {
+            "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+            "usageMetadata": {"promptTokenCount": 12},
+        }
     else:
         finish = "STOP" if roll < 0.94 else rng.choice(("SAFETY", "MAX_TOKENS", "RECITATION"))
         line["status"] = ""

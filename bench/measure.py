@@ -35,7 +35,9 @@ def floor(src: Path, dst: Path) -> None:
 
 
 def normalizer(src: Path, dst: Path) -> None:
-    context = RowContext("run-1", "projects/p/locations/us-central1/batchPredictionJobs/1", str(src), 1, "2026-11-25T00:00:00Z")
+    context = RowContext(
+        "run-1", "projects/p/locations/us-central1/batchPredictionJobs/1", str(src), 1, "2026-11-25T00:00:00Z"
+    )
     with src.open("rb") as f, dst.open("wb") as out:
         Normalizer(context).write_ndjson(f, out)
 
@@ -46,7 +48,9 @@ def pandas_recipe(src: Path, dst: Path) -> None:
 
     df = pd.read_json(src, lines=True)
     ok = df[df["response"].apply(lambda r: isinstance(r, dict) and bool(r.get("candidates")))]
-    flat = pd.json_normalize(ok["response"].tolist(), "candidates", ["modelVersion", "responseId", ["usageMetadata", "totalTokenCount"]])
+    flat = pd.json_normalize(
+        ok["response"].tolist(), "candidates", ["modelVersion", "responseId", ["usageMetadata", "totalTokenCount"]]
+    )
     flat["key"] = ok["key"].repeat(ok["response"].apply(lambda r: len(r["candidates"]))).to_numpy()
     flat.to_json(dst, orient="records", lines=True)
 

@@ -66,7 +66,9 @@ def validate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     max_requests: Annotated[int, typer.Option(min=1, help="Requests per batch job.")] = JobLimits().max_requests,
     max_bytes: Annotated[int, typer.Option(min=1, help="Bytes per batch job input.")] = JobLimits().max_bytes,
-    max_line_bytes: Annotated[int, typer.Option(min=1, help="Longest accepted line.")] = ValidationOptions().max_line_bytes,
+    max_line_bytes: Annotated[
+        int, typer.Option(min=1, help="Longest accepted line.")
+    ] = ValidationOptions().max_line_bytes,
     examples: Annotated[int, typer.Option(min=0, help="Examples shown per reason.")] = ValidationOptions().max_examples,
 ) -> None:
     """Check a request JSONL file line by line. Exit 0 when valid, 1 when not."""
@@ -128,7 +130,10 @@ def _print_table(files: list[Path], context: RowContext) -> None:
                     row["request_key"],
                     row["outcome"],
                     row["finish_reason"] or "",
-                    *(str(row[c]) if row[c] is not None else "" for c in ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "total_tokens")),
+                    *(
+                        str(row[c]) if row[c] is not None else ""
+                        for c in ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "total_tokens")
+                    ),
                     " ".join(str(detail).split())[:60],
                 )
     Console(width=160).print(view)

@@ -34,10 +34,7 @@ BATCH_ROWS = 10_000
 def arrow_schema() -> pa.Schema:
     """The ``predictions`` schema as Arrow types (JSON columns as JSON text)."""
     return pa.schema(
-        [
-            pa.field(f["name"], _ARROW_TYPES[f["type"]], nullable=f["mode"] != "REQUIRED")
-            for f in load_schema()
-        ]
+        [pa.field(f["name"], _ARROW_TYPES[f["type"]], nullable=f["mode"] != "REQUIRED") for f in load_schema()]
     )
 
 
@@ -85,7 +82,8 @@ def read_table(source: str | Path | BinaryIO, context: RowContext | None = None)
 
 def read_dataframe(source: str | Path | BinaryIO, context: RowContext | None = None) -> pd.DataFrame:
     """Like :func:`read_table`, as a pandas DataFrame (nullable dtypes)."""
-    return read_table(source, context).to_pandas(types_mapper=pd_dtype)
+    frame: pd.DataFrame = read_table(source, context).to_pandas(types_mapper=pd_dtype)
+    return frame
 
 
 def pd_dtype(arrow_type: pa.DataType) -> Any:

@@ -123,13 +123,13 @@ class RowContext:
 def _loadable(value: str) -> bool:
     """Whether BigQuery loads ``value`` as a TIMESTAMP as it is."""
     # Vertex's two shapes ('...:22.961222+00:00', '...:05.247484Z') skip the regex.
-    if (len(value) == 32 and value[26:] == "+00:00") or (len(value) == 27 and value[26] == "Z"):
-        if value[10] == "T" and value[19] == "." and value.isascii():
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                return False
-            return True
+    vertex_shape = (len(value) == 32 and value[26:] == "+00:00") or (len(value) == 27 and value[26] == "Z")
+    if vertex_shape and value[10] == "T" and value[19] == "." and value.isascii():
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
     if _TS.fullmatch(value) is None:
         return False
     try:
@@ -373,8 +373,11 @@ def _response_columns(response: _Response, request: _Request | None, out: dict[s
                 out["response_text"] = text
                 if request is not None:
                     config = request.generationConfig or request.generation_config
-                    if config is not None and (config.responseMimeType or config.response_mime_type) == "application/json":
-                        try:
+                    if (
+                        config is not None
+                        and (config.responseMimeType or config.response_mime_type) == "application/json"
+                    ):
+                        try:  # noqa: SIM105 (hot path: suppress() costs a context manager per row)
                             out["response_json"] = msgspec.Raw(_ENCODER.encode(orjson.loads(text)))
                         except orjson.JSONDecodeError:
                             pass
@@ -539,7 +542,7 @@ def _slow_parse(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
 class Normalizer:
     """Normalizes the lines of one predictions file (one :class:`RowContext`)."""
 
-    __slots__ = ("context", "_context_columns", "_prefix")
+    __slots__ = ("_context_columns", "_prefix", "context")
 
     def __init__(self, context: RowContext) -> None:
         self.context = context

@@ -185,7 +185,10 @@ def _check_request(obj: dict[str, Any]) -> tuple[str, str] | None:
                 if part.get(name) is not None:
                     break
             else:
-                return PART_WITHOUT_DATA, f"contents[{ci}].parts[{pi}] has no data field (text, inlineData, fileData, ...)"
+                return (
+                    PART_WITHOUT_DATA,
+                    f"contents[{ci}].parts[{pi}] has no data field (text, inlineData, fileData, ...)",
+                )
     return None
 
 
@@ -195,53 +198,74 @@ def scan(stream: BinaryIO, options: ValidationOptions, summary: ValidationSummar
     Keys are checked across the file: a repeated user key is ``duplicate_key``; a
     line without a key whose assigned key is already taken (or a user key equal to an
     earlier assigned one) is ``key_collision``. ``summary`` is filled in as lines go by,
-    so it is complete once the iterator is exhausted.
+    so it is complete once the iterator is exhausted (or closed).
     """
+    return _scan(stream, options, summary, yield_valid=True)
+
+
+def _scan(
+    stream: BinaryIO, options: ValidationOptions, summary: ValidationSummary, *, yield_valid: bool
+) -> Iterator[ScannedLine]:
     seen: dict[str, bool] = {}  # key -> was it assigned
     max_line = options.max_line_bytes
-    for number, data, size in iter_lines(stream, max_line):
-        summary.lines += 1
-        summary.bytes += size + 1
-        if size > max_line:
-            problem: tuple[str, str] | None = (LINE_TOO_LONG, f"line is {size} bytes; the cap is {max_line}")
-            yield _reject(summary, options, number, data, None, problem)
-            continue
-        if not data.strip():
-            summary.blank += 1
-            continue
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            problem = _decode_problem(data, exc)
-            yield _reject(summary, options, number, data, None, problem)
-            continue
-        if type(obj) is not dict:
-            yield _reject(summary, options, number, data, None, (NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}"))
-            continue
-        key = obj.get("key")
-        assigned = key is None
-        if assigned:
-            key = assigned_key(number)
-        else:
-            summary.keys_present += 1
-            if type(key) is not str or not key:
-                yield _reject(summary, options, number, data, None, (INVALID_KEY, "'key' must be a non-empty string"))
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    # Counters live in locals (this loop runs once per request) and land in the summary at the end.
+    lines = blank = valid = present = assigned_count = duplicated = size_total = 0
+    try:
+        for number, data, size in iter_lines(stream, max_line):
+            lines += 1
+            size_total += size + 1
+            if size > max_line:
+                too_long = (LINE_TOO_LONG, f"line is {size} bytes; the cap is {max_line}")
+                yield _reject(summary, options, number, data, None, too_long)
                 continue
-        problem = _check_request(obj)
-        if problem is None and key in seen:
-            if not assigned and not seen[key]:
-                summary.keys_duplicated += 1
-                problem = DUPLICATE_KEY, f"key {key!r} is used by an earlier line"
+            if not data or data.isspace():
+                blank += 1
+                continue
+            try:
+                obj = loads(data)
+            except decode_error as exc:
+                yield _reject(summary, options, number, data, None, _decode_problem(data, exc))
+                continue
+            if type(obj) is not dict:
+                problem = (NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}")
+                yield _reject(summary, options, number, data, None, problem)
+                continue
+            key = obj.get("key")
+            assigned = key is None
+            if assigned:
+                key = assigned_key(number)
             else:
-                problem = KEY_COLLISION, f"key {key!r} is both a user key and an assigned one"
-        if problem is not None:
-            yield _reject(summary, options, number, data, key, problem)
-            continue
-        seen[key] = assigned
-        summary.valid += 1
-        if assigned:
-            summary.keys_missing += 1
-        yield ScannedLine(number, data, key, assigned, None)
+                present += 1
+                if type(key) is not str or not key:
+                    yield _reject(
+                        summary, options, number, data, None, (INVALID_KEY, "'key' must be a non-empty string")
+                    )
+                    continue
+            issue: tuple[str, str] | None = _check_request(obj)
+            if issue is None and key in seen:
+                if not assigned and not seen[key]:
+                    duplicated += 1
+                    issue = DUPLICATE_KEY, f"key {key!r} is used by an earlier line"
+                else:
+                    issue = KEY_COLLISION, f"key {key!r} is both a user key and an assigned one"
+            if issue is not None:
+                yield _reject(summary, options, number, data, key, issue)
+                continue
+            seen[key] = assigned
+            valid += 1
+            if assigned:
+                assigned_count += 1
+            if yield_valid:
+                yield ScannedLine(number, data, key, assigned, None)
+    finally:
+        summary.lines += lines
+        summary.blank += blank
+        summary.valid += valid
+        summary.keys_present += present
+        summary.keys_missing += assigned_count
+        summary.keys_duplicated += duplicated
+        summary.bytes += size_total
 
 
 def _decode_problem(data: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
@@ -282,7 +306,7 @@ def validate(stream: BinaryIO, options: ValidationOptions | None = None) -> Vali
     """
     options = options or ValidationOptions()
     summary = ValidationSummary(max_requests=options.limits.max_requests, max_bytes=options.limits.max_bytes)
-    for _ in scan(stream, options, summary):
+    for _ in _scan(stream, options, summary, yield_valid=False):
         pass
     return summary
 

@@ -74,7 +74,12 @@ def test_normalizer_reads_the_real_vertex_lines() -> None:
 # key -> the fields that decide it (the golden file holds the full rows).
 EXPECTED: dict[str, dict[str, Any]] = {
     "success-multi-part": {"outcome": "SUCCEEDED", "response_text": "Hello, world.", "thought_text": None},
-    "thoughts": {"outcome": "SUCCEEDED", "response_text": "answer", "thought_text": "let me think", "thoughts_tokens": 7},
+    "thoughts": {
+        "outcome": "SUCCEEDED",
+        "response_text": "answer",
+        "thought_text": "let me think",
+        "thoughts_tokens": 7,
+    },
     "function-call": {
         "outcome": "SUCCEEDED",
         "response_text": None,
@@ -205,7 +210,10 @@ def test_missing_row_has_outcome_missing_and_nothing_else() -> None:
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
-        ('Bad Request: {"error": {"code": 400, "message": "m", "status": "INVALID_ARGUMENT"}}', (400, "INVALID_ARGUMENT", "m")),
+        (
+            'Bad Request: {"error": {"code": 400, "message": "m", "status": "INVALID_ARGUMENT"}}',
+            (400, "INVALID_ARGUMENT", "m"),
+        ),
         ('{"error": {"code": "429", "message": "slow down"}}', (429, "RESOURCE_EXHAUSTED", "slow down")),
         ("Gateway Timeout", (504, "DEADLINE_EXCEEDED", "Gateway Timeout")),
         ("Bad Request: {not json", (400, "INVALID_ARGUMENT", "Bad Request: {not json")),
@@ -268,7 +276,9 @@ line_like = st.fixed_dictionaries(
                     max_size=2,
                 )
                 | json_values,
-                "usageMetadata": st.dictionaries(st.sampled_from(["promptTokenCount", "totalTokenCount", "x"]), json_values),
+                "usageMetadata": st.dictionaries(
+                    st.sampled_from(["promptTokenCount", "totalTokenCount", "x"]), json_values
+                ),
                 "promptFeedback": json_values,
                 "createTime": json_values,
             },
@@ -292,7 +302,10 @@ def _check_row(normalizer: Normalizer, line: bytes) -> None:
 
 
 def test_normalizer_survives_integers_beyond_64_bits() -> None:
-    line = b'{"key": 123456789012345678901234567890, "status": "", "response": {"usageMetadata": {"totalTokenCount": 99999999999999999999999}}}'
+    line = (
+        b'{"key": 123456789012345678901234567890, "status": "",'
+        b' "response": {"usageMetadata": {"totalTokenCount": 99999999999999999999999}}}'
+    )
     _check_row(Normalizer(CONTEXT), line)
     row = Normalizer(CONTEXT).row(line)
     assert row["total_tokens"] is None  # would not fit INT64: the load job would reject the file
