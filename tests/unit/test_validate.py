@@ -255,8 +255,8 @@ def _reference_lines(data: bytes, cap: int) -> list[tuple[int, bytes, int]]:
         pieces.pop()
     out = []
     for number, piece in enumerate(pieces, 1):
-        piece = piece.removesuffix(b"\r")
-        out.append((number, piece if len(piece) <= cap else b"", len(piece)))
+        line = piece.removesuffix(b"\r")
+        out.append((number, line if len(line) <= cap else b"", len(line)))
     return out
 
 
