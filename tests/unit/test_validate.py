@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from shared.core import validate as v
 from shared.core.keys import JobLimits, KeyedLine, assign_chunks, assigned_key, with_key
-from shared.core.lines import iter_lines
+from shared.core.lines import Oversize, iter_lines
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 GOOD = b'{"request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}}'
@@ -177,7 +177,7 @@ def test_scanned_invalid_line_cannot_be_keyed() -> None:
 
 def test_iter_lines_reports_oversize_lines_by_size_and_keeps_numbering() -> None:
     data = b"a\n" + b"b" * 50 + b"\r\nc"
-    assert list(iter_lines(io.BytesIO(data), 10)) == [(1, b"a", 1), (2, b"", 50), (3, b"c", 1)]
+    assert list(iter_lines(io.BytesIO(data), 10)) == [b"a", Oversize(50), b"c"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -208,7 +208,7 @@ def test_validate_never_raises_and_accounts_for_every_line(data: bytes) -> None:
     assert sum(summary.invalid_by_reason.values()) == summary.invalid
 
 
-PART_VALUES = st.text(max_size=4)
+PART_VALUES = st.none() | st.text(max_size=4) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=1)
 request_json = st.fixed_dictionaries(
     {},
     optional={
@@ -220,7 +220,7 @@ request_json = st.fixed_dictionaries(
                     st.fixed_dictionaries(
                         {},
                         optional={
-                            "role": st.sampled_from(["user", "model", "system", ""]),
+                            "role": st.sampled_from(["user", "model", "system", "", None]),
                             "parts": st.lists(
                                 st.dictionaries(
                                     st.sampled_from(["text", "fileData", "thought", "x"]), st.text(max_size=4)
@@ -247,16 +247,16 @@ def test_validate_valid_lines_are_exactly_those_that_keyed_lines_yields(objs: li
     assert len({k.key for k in keyed}) == len(keyed)  # keys are unique among what is sent
 
 
-def _reference_lines(data: bytes, cap: int) -> list[tuple[int, bytes, int]]:
+def _reference_lines(data: bytes, cap: int) -> list[bytes | Oversize]:
     """What iter_lines must give, computed the obvious (whole-file) way."""
     data = data.removeprefix(b"\xef\xbb\xbf")
     pieces = data.split(b"\n")
     if pieces and pieces[-1] == b"":
         pieces.pop()
     out = []
-    for number, piece in enumerate(pieces, 1):
+    for piece in pieces:
         line = piece.removesuffix(b"\r")
-        out.append((number, line if len(line) <= cap else b"", len(line)))
+        out.append(line if len(line) <= cap else Oversize(len(line)))
     return out
 
 
@@ -269,3 +269,21 @@ def _reference_lines(data: bytes, cap: int) -> list[tuple[int, bytes, int]]:
 def test_iter_lines_matches_a_whole_file_split_for_any_block_size(pieces: list[bytes], cap: int, block: int) -> None:
     data = b"".join(pieces)
     assert list(iter_lines(io.BytesIO(data), cap, block_size=block)) == _reference_lines(data, cap)
+
+
+def test_fast_path_part_fields_are_the_data_fields() -> None:
+    assert tuple(v._Part.__struct_fields__) == v.PART_DATA_FIELDS
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    request_json
+    | st.fixed_dictionaries({"request": st.lists(st.integers(-(2**63), 2**63 - 1), max_size=1) | st.text(max_size=2)})
+)
+def test_validate_fast_and_slow_paths_agree(obj: dict[str, object]) -> None:
+    data = orjson.dumps(obj)
+    try:
+        fast_ok = v._fast_ok(v._LINE_DECODER.decode(data))
+    except Exception:
+        fast_ok = False
+    assert fast_ok == (v._check_request(obj) is None)
