@@ -10,22 +10,22 @@ GENAI_MIN := 1.56.0
 PY := $(VENV)/bin/python
 PY_MIN := $(VENV_MIN)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
-REQS := requirements.txt requirements-dev.txt pyproject.toml
+REQS := requirements.txt requirements-dev.txt requirements-local.txt pyproject.toml
 
-.PHONY: help demo test test-unit test-genai-min lint fmt bench clean
+.PHONY: help demo test test-unit test-integration test-genai-min lint fmt bench local-up local-down local-status clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: $(REQS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-local.txt
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
 
 $(VENV_MIN)/.installed: $(REQS)
 	$(PYTHON) -m venv $(VENV_MIN)
-	$(PY_MIN) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
+	$(PY_MIN) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -r requirements-local.txt
 	$(PY_MIN) -m pip install $(PIP_FLAGS) google-genai==$(GENAI_MIN)
 	$(PY_MIN) -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
@@ -36,14 +36,17 @@ demo: $(VENV)/.installed ## Show the core on the real sample lines (the full pip
 	@echo "== normalize examples/predictions.jsonl (real Vertex output lines)"
 	$(VENV)/bin/gemini-batch normalize examples/predictions.jsonl --table
 
-test: lint test-unit test-genai-min ## Install what is needed and run every test (what CI runs)
+test: lint test-unit test-integration test-genai-min ## Install what is needed and run every test (what CI runs)
 
-test-unit: $(VENV)/.installed ## Unit tests with the pinned (latest) google-genai
-	$(PY) -m pytest -q
+test-unit: $(VENV)/.installed ## Unit tests (no services), pinned google-genai
+	$(PY) -m pytest -q tests/unit
 
-test-genai-min: $(VENV_MIN)/.installed ## Core and typed-access tests with google-genai 1.56.0
+test-integration: $(VENV)/.installed ## Local-cloud tests: starts the emulators, runs, stops them
+	$(PY) -m pytest -q tests/integration
+
+test-genai-min: $(VENV_MIN)/.installed ## Unit and local-cloud tests again with google-genai 1.56.0
 	$(PY_MIN) -c "import google.genai as g; assert g.__version__ == '$(GENAI_MIN)', g.__version__"
-	$(PY_MIN) -m pytest -q tests/unit -p no:cacheprovider
+	$(PY_MIN) -m pytest -q tests/unit tests/integration -p no:cacheprovider
 
 lint: $(VENV)/.installed ## ruff (lint + format check) and mypy --strict on shared/
 	$(VENV)/bin/ruff check .
@@ -57,5 +60,14 @@ fmt: $(VENV)/.installed ## Format and auto-fix
 bench: $(VENV)/.installed ## Benchmarks: normalizer vs parse+emit floor, pandas, SDK; validator vs parse
 	$(PY) -m bench.run
 
+local-up: $(VENV)/.installed ## Start the local cloud (emulators, Vertex emulator, bridge); TIME_SCALE=0.1 speeds it up
+	$(PY) -m local up --time-scale $(or $(TIME_SCALE),1)
+
+local-down: ## Stop everything the local cloud started (by PID)
+	@if [ -x $(PY) ]; then $(PY) -m local down; else echo "nothing to stop"; fi
+
+local-status: $(VENV)/.installed ## Show the local cloud's processes and endpoints
+	$(PY) -m local status
+
 clean: ## Remove virtualenvs and caches
-	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache bench/.data
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache bench/.data .local-cloud
