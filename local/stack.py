@@ -250,9 +250,9 @@ class Stack:
             self._start_gcs()
             self._start_bigquery()
             self._start_vertex(time_scale)
+            self._ensure_dataset()
             if functions:
-                for function in self.wiring.functions:
-                    self._start_function(function.name, function.source, function.env)
+                self._start_functions()
             self._start_bridge(time_scale)
         except BaseException:
             self.stop()
@@ -325,24 +325,28 @@ class Stack:
         self._wait(proc, lambda: _get(f"{url}/_emulator/health") == 200)
         self.endpoints.vertex = url
 
-    def _start_function(self, name: str, source: Path, env: dict[str, str]) -> None:
-        port = _port(f"function-{name}")
+    def _ensure_dataset(self) -> None:
+        if not self.wiring.dataset:
+            return
+        from local.clients import bigquery_client
+        from shared.adapters.bigquery import BigQueryWarehouse
+
+        BigQueryWarehouse(bigquery_client(self.endpoints), self.wiring.project, self.wiring.dataset).ensure()
+
+    def _start_functions(self) -> None:
+        """One functions-framework per function, started together, then waited for."""
         exe = Path(sys.executable).parent / "functions-framework"
-        argv = [
-            str(exe),
-            "--target",
-            name,
-            "--signature-type",
-            "cloudevent",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        proc = self._spawn(f"function-{name}", argv, port, env={**self.endpoints.env(), **env}, cwd=source)
-        url = f"http://127.0.0.1:{port}"
-        self._wait(proc, lambda: _listening(port))
-        self.endpoints.functions[name] = url
+        started = []
+        for function in self.wiring.functions:
+            port = _port(f"function-{function.name}")
+            argv = [str(exe), "--target", function.target, "--signature-type", "cloudevent", "--host", "127.0.0.1",
+                    "--port", str(port)]  # fmt: skip
+            env = {**self.endpoints.env(), "PYTHONPATH": str(ROOT), **function.env}
+            proc = self._spawn(f"function-{function.name}", argv, port, env=env, cwd=function.source)
+            started.append((function.name, proc, port))
+        for name, proc, port in started:
+            self._wait(proc, lambda port=port: _listening(port))
+            self.endpoints.functions[name] = f"http://127.0.0.1:{port}"
 
     def _start_bridge(self, time_scale: float) -> None:
         self._save()  # the bridge reads the endpoints

@@ -27,6 +27,7 @@ class Function:
     name: str
     source: Path
     event_type: str
+    target: str = ""  # the entry point, when the same code is deployed under another name
     topic: str | None = None
     bucket: str | None = None
     prefix: str = ""
@@ -55,6 +56,7 @@ class Wiring:
     max_delivery_attempts: int
     schedules: tuple[Schedule, ...]
     functions: tuple[Function, ...]
+    dataset: str = ""  # the BigQuery dataset the pipeline writes (created at start)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Wiring:
@@ -73,6 +75,7 @@ class Wiring:
                 bucket=trigger.get("bucket"),
                 prefix=trigger.get("prefix", ""),
                 env={k: str(v) for k, v in spec.get("env", {}).items()},
+                target=spec.get("target", spec["name"]),
             )
             if function.event_type == PUBSUB_PUBLISHED and function.topic not in raw["topics"]:
                 raise ValueError(f"{function.name}: topic {function.topic!r} is not declared")
@@ -92,4 +95,5 @@ class Wiring:
             max_delivery_attempts=int(raw["max_delivery_attempts"]),
             schedules=tuple(Schedule(s["topic"], float(s["every_seconds"])) for s in raw.get("schedules", [])),
             functions=tuple(functions),
+            dataset=raw.get("dataset", ""),
         )

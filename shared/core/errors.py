@@ -19,3 +19,7 @@ class TransientError(PipelineError):
 
 class KeyCollisionError(PermanentError):
     """Two requests of one file would carry the same key."""
+
+
+class ConflictError(PipelineError):
+    """A conditional write lost: someone else changed the object first."""

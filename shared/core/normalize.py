@@ -595,6 +595,10 @@ class Normalizer:
 
         ``line`` may end with its newline. This is the hot path of the pipeline.
         """
+        return self.ndjson_with_facts(line)[0]
+
+    def ndjson_with_facts(self, line: bytes) -> tuple[bytes, dict[str, Any]]:
+        """Like :meth:`ndjson`, plus the computed columns (``request_key``, ``outcome``, ``retryable``...)."""
         try:
             parsed = _LINE_DECODER.decode(line)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -606,11 +610,12 @@ class Normalizer:
                 while line[end - 1] in _WHITESPACE:
                     end -= 1
                 if end > 2:
-                    computed = _ENCODER.encode(_computed(parsed, line))
+                    facts = _computed(parsed, line)
+                    computed = _ENCODER.encode(facts)
                     view = memoryview(line)
-                    return b"".join((self._prefix, memoryview(computed)[1:-1], b",", view[1:end], b"\n"))
+                    return b"".join((self._prefix, memoryview(computed)[1:-1], b",", view[1:end], b"\n")), facts
         row = self.row(line)
-        return _ENCODER.encode({k: v for k, v in row.items() if v is not None}) + b"\n"
+        return _ENCODER.encode({k: v for k, v in row.items() if v is not None}) + b"\n", row
 
     def write_ndjson(self, lines: Iterable[bytes], out: BinaryIO) -> int:
         """Normalize every line of ``lines`` (blank ones skipped) into ``out``; return the row count."""

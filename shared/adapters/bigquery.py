@@ -1,0 +1,134 @@
+"""Warehouse on BigQuery: load jobs only (no streaming inserts), deterministic job ids."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import orjson
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+
+from shared.adapters.errors import call
+from shared.core.schema import load_schema
+
+_PARTITION_FIELD = "loaded_at"
+
+
+def schema_fields(table: str) -> list[bigquery.SchemaField]:
+    """The table's schema from the shared schema file."""
+    return [
+        bigquery.SchemaField(f["name"], f["type"], mode=f["mode"], description=f["description"])
+        for f in load_schema(table)
+    ]
+
+
+def view_query(project: str, dataset: str) -> str:
+    """``latest_predictions``: one row per (run, key), its latest attempt."""
+    text = resources.files("shared.core.schemas").joinpath("latest_predictions.sql").read_text()
+    return text.format(project=project, dataset=dataset)
+
+
+class BigQueryWarehouse:
+    """The pipeline's dataset: predictions, batch_jobs, latest_predictions."""
+
+    def __init__(self, client: bigquery.Client, project: str, dataset: str) -> None:
+        self.client, self.project, self.dataset = client, project, dataset
+
+    def table(self, name: str) -> str:
+        """Fully qualified table id."""
+        return f"{self.project}.{self.dataset}.{name}"
+
+    def load_state(self, job_id: str) -> str | None:
+        """The load job's state, or None when it does not exist."""
+        try:
+            job = call(f"reading load job {job_id}", lambda: self.client.get_job(job_id))
+        except Exception as exc:
+            if isinstance(exc.__cause__, gexc.NotFound):
+                return None
+            raise
+        if job.state == "DONE" and job.error_result:
+            return f"FAILED: {job.error_result.get('message')}"
+        return str(job.state)
+
+    def load(self, source_uri: str, table: str, job_id: str) -> None:
+        """Append an NDJSON file; a second load with the same id is refused by BigQuery (409)."""
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            schema=schema_fields(table),
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            ignore_unknown_values=True,  # rows carry the output line's own key/status members
+            max_bad_records=0,
+        )
+        job: Any
+        try:
+            job = call(
+                f"loading {source_uri}",
+                lambda: self.client.load_table_from_uri(
+                    source_uri, self.table(table), job_id=job_id, job_config=config
+                ),
+            )
+        except Exception as exc:
+            if not isinstance(exc.__cause__, gexc.Conflict):
+                raise
+            job = self.client.get_job(job_id)  # already submitted once: wait for that one
+        call(f"loading {source_uri}", lambda: job.result(timeout=600))
+
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        """Counts per outcome, attempts, tokens (from latest_predictions)."""
+        query = f"""
+            SELECT outcome, COUNT(*) AS n, MAX(attempt) AS max_attempt,
+                   SUM(COALESCE(prompt_tokens, 0)) AS prompt_tokens,
+                   SUM(COALESCE(candidates_tokens, 0)) AS candidates_tokens,
+                   SUM(COALESCE(thoughts_tokens, 0)) AS thoughts_tokens,
+                   SUM(COALESCE(total_tokens, 0)) AS total_tokens
+            FROM `{self.table("latest_predictions")}` WHERE run_id = @run GROUP BY outcome
+        """  # the table name is ours; the run id is a query parameter
+        config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("run", "STRING", run_id)])
+        rows = call("summarizing a run", lambda: list(self.client.query(query, job_config=config).result()))
+        counts = {r["outcome"]: int(r["n"]) for r in rows}
+        tokens = {
+            k: sum(int(r[k] or 0) for r in rows)
+            for k in ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "total_tokens")
+        }
+        return {
+            "counts": counts,
+            "rows": sum(counts.values()),
+            "max_attempt": max((int(r["max_attempt"] or 0) for r in rows), default=0),
+            "tokens": tokens,
+            "table": self.table("latest_predictions"),
+        }
+
+    def request_lines(self, table_uri: str) -> Iterator[bytes]:
+        """Rows of a ``bq://project.dataset.table`` with a ``request`` column, as JSONL lines."""
+        table = table_uri.removeprefix("bq://")
+        rows = call(f"reading {table_uri}", lambda: self.client.list_rows(table))
+        for row in rows:
+            values = dict(row.items())
+            request = values.get("request")
+            if isinstance(request, str):
+                with contextlib.suppress(orjson.JSONDecodeError):  # the validator reports it
+                    request = orjson.loads(request)
+            line: dict[str, Any] = {"request": request} if "request" in values else {}
+            if values.get("key") is not None:
+                line["key"] = values["key"]
+            yield orjson.dumps(line, default=str)
+
+    def ensure(self, location: str = "US") -> None:
+        """Create the dataset, tables and view if missing (Terraform does this in GCP; the local cloud uses it)."""
+        dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
+        dataset.location = location
+        self.client.create_dataset(dataset, exists_ok=True)
+        predictions = bigquery.Table(self.table("predictions"), schema=schema_fields("predictions"))
+        predictions.time_partitioning = bigquery.TimePartitioning(field=_PARTITION_FIELD)
+        predictions.clustering_fields = ["run_id", "outcome"]
+        self.client.create_table(predictions, exists_ok=True)
+        jobs = bigquery.Table(self.table("batch_jobs"), schema=schema_fields("batch_jobs"))
+        jobs.time_partitioning = bigquery.TimePartitioning(field=_PARTITION_FIELD)
+        jobs.clustering_fields = ["run_id"]
+        self.client.create_table(jobs, exists_ok=True)
+        view = bigquery.Table(self.table("latest_predictions"))
+        view.view_query = view_query(self.project, self.dataset)
+        self.client.create_table(view, exists_ok=True)

@@ -1,0 +1,108 @@
+"""Settings: one frozen dataclass, read once from the environment, listing everything missing.
+
+Terraform is the single writer of these variables in GCP; the local cloud's wiring sets them locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Final
+
+from shared.core.errors import PermanentError
+
+REQUIRED: Final = (
+    "GCP_PROJECT",
+    "VERTEX_LOCATION",
+    "INPUT_BUCKET",
+    "WORK_BUCKET",
+    "BQ_DATASET",
+    "BATCH_FINISHED_TOPIC",
+    "BATCH_RESULTS_TOPIC",
+)
+
+
+class SettingsError(PermanentError):
+    """The function's environment is incomplete or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the functions read from the environment."""
+
+    project: str
+    location: str
+    input_bucket: str
+    work_bucket: str
+    dataset: str
+    batch_finished_topic: str
+    batch_results_topic: str
+    model: str = "gemini-2.5-flash"
+    input_prefix: str = "incoming/"
+    max_attempts: int = 3
+    max_requests_per_job: int = 200_000
+    max_bytes_per_job: int = 1_000_000_000
+    max_line_bytes: int = 10 * 1024 * 1024
+    skip_invalid_lines: bool = False
+    queue_timeout_seconds: int = 72 * 3600
+    run_timeout_seconds: int = 24 * 3600
+    lease_seconds: int = 600
+    max_event_age_seconds: int = 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and check every variable; the error names all that are missing or malformed."""
+        names = {
+            "project": "GCP_PROJECT",
+            "location": "VERTEX_LOCATION",
+            "input_bucket": "INPUT_BUCKET",
+            "work_bucket": "WORK_BUCKET",
+            "dataset": "BQ_DATASET",
+            "batch_finished_topic": "BATCH_FINISHED_TOPIC",
+            "batch_results_topic": "BATCH_RESULTS_TOPIC",
+            "model": "MODEL",
+            "input_prefix": "INPUT_PREFIX",
+            "max_attempts": "MAX_ATTEMPTS",
+            "max_requests_per_job": "MAX_REQUESTS_PER_JOB",
+            "max_bytes_per_job": "MAX_BYTES_PER_JOB",
+            "max_line_bytes": "MAX_LINE_BYTES",
+            "skip_invalid_lines": "SKIP_INVALID_LINES",
+            "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
+            "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
+            "lease_seconds": "LEASE_SECONDS",
+            "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
+        }
+        missing = [var for var in REQUIRED if not env.get(var)]
+        problems: list[str] = []
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(names[f.name])
+            if raw is None or raw == "":
+                continue
+            if f.type == "int":
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    problems.append(f"{names[f.name]} must be an integer, not {raw!r}")
+            elif f.type == "bool":
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    problems.append(f"{names[f.name]} must be true or false, not {raw!r}")
+                values[f.name] = raw.lower() in ("true", "1")
+            else:
+                values[f.name] = raw
+        if missing or problems:
+            detail = "; ".join(([f"missing: {', '.join(missing)}"] if missing else []) + problems)
+            raise SettingsError(f"bad settings: {detail}")
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.max_attempts < 1:
+            raise SettingsError("bad settings: MAX_ATTEMPTS must be at least 1")
+        return settings
+
+    @staticmethod
+    def variables() -> tuple[str, ...]:
+        """Every variable read (for the Terraform cross-reference tests)."""
+        return (
+            *REQUIRED, "MODEL", "INPUT_PREFIX", "MAX_ATTEMPTS", "MAX_REQUESTS_PER_JOB", "MAX_BYTES_PER_JOB",
+            "MAX_LINE_BYTES", "SKIP_INVALID_LINES", "QUEUE_TIMEOUT_SECONDS", "RUN_TIMEOUT_SECONDS", "LEASE_SECONDS",
+            "MAX_EVENT_AGE_SECONDS",
+        )  # fmt: skip
