@@ -12,7 +12,7 @@ PY_MIN := $(VENV_MIN)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 REQS := requirements.txt requirements-dev.txt requirements-local.txt pyproject.toml
 
-.PHONY: help demo test test-unit test-integration test-genai-min lint fmt bench local-up local-down local-status clean
+.PHONY: help demo test test-unit test-functions test-integration test-genai-min lint fmt bench local-up local-down local-status clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -30,23 +30,23 @@ $(VENV_MIN)/.installed: $(REQS)
 	$(PY_MIN) -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
 
-demo: $(VENV)/.installed ## Show the core on the real sample lines (the full pipeline demo arrives with the pipeline issue)
-	@echo "== validate examples/requests.jsonl"
-	-$(VENV)/bin/gemini-batch validate examples/requests.jsonl
-	@echo "== normalize examples/predictions.jsonl (real Vertex output lines)"
-	$(VENV)/bin/gemini-batch normalize examples/predictions.jsonl --table
+demo: $(VENV)/.installed ## The whole pipeline on the local cloud: drop examples/requests.jsonl, show the BigQuery rows (KEEP=1 keeps it running)
+	$(PY) -m local.demo $(if $(KEEP),--keep)
 
-test: lint test-unit test-integration test-genai-min ## Install what is needed and run every test (what CI runs)
+test: lint test-unit test-functions test-integration test-genai-min ## Install what is needed and run every test (what CI runs)
 
 test-unit: $(VENV)/.installed ## Unit tests (no services), pinned google-genai
 	$(PY) -m pytest -q tests/unit
 
+test-functions: $(VENV)/.installed ## Function contracts: real CloudEvents through functions-framework (no services)
+	$(PY) -m pytest -q tests/functions
+
 test-integration: $(VENV)/.installed ## Local-cloud tests: starts the emulators, runs, stops them
 	$(PY) -m pytest -q tests/integration
 
-test-genai-min: $(VENV_MIN)/.installed ## Unit and local-cloud tests again with google-genai 1.56.0
+test-genai-min: $(VENV_MIN)/.installed ## Every suite again with google-genai 1.56.0
 	$(PY_MIN) -c "import google.genai as g; assert g.__version__ == '$(GENAI_MIN)', g.__version__"
-	$(PY_MIN) -m pytest -q tests/unit tests/integration -p no:cacheprovider
+	$(PY_MIN) -m pytest -q tests/unit tests/functions tests/integration -p no:cacheprovider
 
 lint: $(VENV)/.installed ## ruff (lint + format check) and mypy --strict on shared/
 	$(VENV)/bin/ruff check .

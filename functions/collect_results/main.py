@@ -8,7 +8,7 @@ from cloudevents.http import CloudEvent
 from shared.adapters import ports
 from shared.config import Settings
 from shared.runtime import event_handler, now, pubsub_message
-from shared.services.collect import collect
+from shared.services.collect import collect, finished_job
 
 SETTINGS = Settings.from_env(os.environ)
 
@@ -18,4 +18,5 @@ SETTINGS = Settings.from_env(os.environ)
 def collect_results(event: CloudEvent) -> str:
     """Collect the finished job the message names."""
     payload, _ = pubsub_message(event)
+    finished_job(payload)  # a malformed message is dropped before any client is built
     return collect(payload, SETTINGS, ports(SETTINGS), now())

@@ -36,4 +36,5 @@ def _submission(payload: dict, message_id: str) -> Submission:
 def submit_request(event: CloudEvent) -> str:
     """Submit the source the message names, once per message."""
     payload, message_id = pubsub_message(event)
-    return submit(_submission(payload, message_id), SETTINGS, ports(SETTINGS), now())
+    submission = _submission(payload, message_id)  # checked before any client is built
+    return submit(submission, SETTINGS, ports(SETTINGS), now())

@@ -1,4 +1,4 @@
-"""Every idempotency key and deterministic name, derived from stable facts (never uuid4 or the clock)."""
+"""Every idempotency key and deterministic name, derived from stable facts (never random ids or the clock)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def job_key(run_id: str, chunk: int, attempt: int) -> str:
 
 def job_labels(run_id: str, chunk: int, attempt: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Labels of a Vertex job: enough to find it again with ``batches.list`` after a crash."""
-    labels = {k: label_value(v) for k, v in (extra or {}).items()}
+    labels = {label_key(k): label_value(v) for k, v in (extra or {}).items()}
     labels.update(gbp_run=run_id, gbp_chunk=str(chunk), gbp_attempt=str(attempt))
     return labels
 
@@ -50,6 +50,12 @@ def job_labels(run_id: str, chunk: int, attempt: int, extra: dict[str, str] | No
 def label_value(value: str) -> str:
     """A string made acceptable as a label value (<= 63 chars of [a-z0-9_-])."""
     return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
+
+
+def label_key(key: str) -> str:
+    """A string made acceptable as a label key (a lowercase letter first)."""
+    cleaned = label_value(key)
+    return cleaned if cleaned[:1].isalpha() else f"l{cleaned}"[:63]
 
 
 def load_job_id(table: str, run_id: str, chunk: int, attempt: int) -> str:

@@ -38,12 +38,17 @@ from shared.services.submit import staging_uri, submit_job
 log = logging.getLogger("gbp.collect")
 
 
-def collect(message: dict[str, Any], settings: Settings, ports: Ports, now: datetime) -> str:
-    """Handle one ``batch-finished`` message: "collected", "duplicate" or "not final"."""
+def finished_job(message: dict[str, Any]) -> tuple[str, int, int]:
+    """``(run_id, chunk, attempt)`` of a ``batch-finished`` message (PermanentError when it is not one)."""
     try:
-        run_id, chunk, attempt = str(message["run_id"]), int(message["chunk"]), int(message["attempt"])
+        return str(message["run_id"]), int(message["chunk"]), int(message["attempt"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PermanentError(f"not a batch-finished message: {message!r}") from exc
+
+
+def collect(message: dict[str, Any], settings: Settings, ports: Ports, now: datetime) -> str:
+    """Handle one ``batch-finished`` message: "collected", "duplicate" or "not final"."""
+    run_id, chunk, attempt = finished_job(message)
     ledger = Ledger(ports.store, settings.work_bucket)
     found = ledger.get_job(run_id, chunk, attempt)
     if found is None:

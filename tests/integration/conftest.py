@@ -40,6 +40,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def cloud(stack: Stack) -> Endpoints:
+    # In-process services (crash tests) build their clients from these, like the functions do.
+    os.environ.update({k: v for k, v in stack.endpoints.env().items() if k != "GOOGLE_CLOUD_PROJECT"})
     return stack.endpoints
 
 

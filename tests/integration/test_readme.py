@@ -30,4 +30,4 @@ def test_readme_local_cloud_example_runs_as_written(stack: Stack) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "JOB_STATE_SUCCEEDED"
-    assert re.match(r"hello/prediction-model-\S+/predictions\.jsonl b'\{\"key\":\"user-defined-request-id-", lines[1])
+    assert re.match(r"hello/prediction-model-\S+/predictions\.jsonl b'\{\"key\":\"", lines[1]), lines[1]
