@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, Self
 
 RUN_SUBMITTING: Final = "SUBMITTING"
 RUN_REJECTED: Final = "REJECTED"
@@ -27,8 +27,23 @@ VERTEX_FINAL: Final = frozenset(
 )
 
 
+class _Record:
+    """JSON round trip shared by the ledger's records."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Read back, ignoring members a newer version may have added."""
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 @dataclass
-class Run:
+class Run(_Record):
     """One uploaded file (or one request message) and where it stands."""
 
     run_id: str
@@ -45,19 +60,9 @@ class Run:
     report_uri: str = ""
     announced: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Run:
-        """Read back, ignoring members a newer version may have added."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 @dataclass
-class JobRecord:
+class JobRecord(_Record):
     """One attempt of one chunk: its Vertex job and what has been done with it."""
 
     run_id: str
@@ -78,13 +83,3 @@ class JobRecord:
     counts: dict[str, int] = field(default_factory=dict)
     retried: int = 0  # rows sent to the next attempt
     child: str = ""  # the next attempt's key, when there is one
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> JobRecord:
-        """Read back, ignoring members a newer version may have added."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})

@@ -33,6 +33,7 @@ from shared.core.records import (
 )
 from shared.ports import Ports
 from shared.services.ledger import Ledger, lease_held, stamp
+from shared.services.poll import finished_message
 from shared.services.submit import staging_uri, submit_job
 
 log = logging.getLogger("gbp.collect")
@@ -172,12 +173,7 @@ def _load_job_row(settings: Settings, ports: Ports, record: JobRecord, now: date
     if ports.warehouse.load_state(job_id) is not None:
         return
     row = {
-        "run_id": record.run_id,
-        "chunk": record.chunk,
-        "attempt": record.attempt,
-        "job_name": record.job_name,
-        "location": record.location,
-        "state": record.vertex_state,
+        **finished_message(record),
         "stuck": record.stuck,
         "requests": record.requests,
         "counts": record.counts,

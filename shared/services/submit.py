@@ -121,10 +121,13 @@ class _Source:
             return stack.enter_context(self.ports.store.open(self.sub.source, self.sub.generation))
         if self.sub.source.startswith("bq://"):
             # Export the table's rows to a staged JSONL first: one validation path for both.
+            # The first export wins: row order is not stable between reads, and keyless rows get
+            # keys from their line numbers, so a retried submission must see the same lines.
             uri = f"gs://{self.settings.work_bucket}/staging/{self.sub.run_id}/source.jsonl"
-            with self.ports.store.writer(uri) as out:
-                for line in self.ports.warehouse.request_lines(self.sub.source):
-                    out.write(line + b"\n")
+            if uri not in self.ports.store.list(uri):
+                with self.ports.store.writer(uri) as out:  # the object appears whole when closed
+                    for line in self.ports.warehouse.request_lines(self.sub.source):
+                        out.write(line + b"\n")
             return stack.enter_context(self.ports.store.open(uri))
         raise PermanentError(f"unsupported source {self.sub.source!r}: expected gs:// or bq://")
 
