@@ -325,6 +325,8 @@ class JobStore:
                 rows.append(OutputRow(_output_line(key, request, answer), not answer.status, extra))
         random.Random(job.name).shuffle(rows)  # output order is neither input nor processing order
         with self.lock:
+            if job.state != "JOB_STATE_PENDING":  # cancelled meanwhile: the CANCELLING path ends it
+                return
             job.outputs = rows
             job.state = "JOB_STATE_RUNNING"
             job.resource["startTime"] = now
@@ -349,7 +351,7 @@ class JobStore:
         incomplete = len(rows) - len(processed)
         with self.lock:
             job.stats = {"successful": successful, "failed": failed, "incomplete": incomplete}
-            if "cancel" in faults:
+            if job.state == "JOB_STATE_CANCELLING" or "cancel" in faults:  # a cancel raced the end
                 self._finish(job, "JOB_STATE_CANCELLED", None)
             elif "error-details" in faults:
                 self._finish(job, "JOB_STATE_FAILED", _structured_error())
