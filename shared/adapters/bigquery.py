@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from importlib import resources
+from string import Template
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ def schema_fields(table: str) -> list[bigquery.SchemaField]:
 def view_query(project: str, dataset: str) -> str:
     """``latest_predictions``: one row per (run, key), its latest attempt."""
     text = resources.files("shared.core.schemas").joinpath("latest_predictions.sql").read_text()
-    return text.format(project=project, dataset=dataset)
+    return Template(text).substitute(project=project, dataset=dataset)  # ${...}: Terraform's templatefile too
 
 
 class BigQueryWarehouse:

@@ -1,0 +1,50 @@
+resource "google_bigquery_dataset" "pipeline" {
+  dataset_id = replace("${var.name_prefix}_pipeline", "-", "_")
+  location   = var.region
+  labels     = var.labels
+  # checkov:skip=CKV_GCP_81: Google-managed encryption; a CMEK can be added by the user
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_bigquery_table" "predictions" {
+  dataset_id          = google_bigquery_dataset.pipeline.dataset_id
+  table_id            = "predictions"
+  schema              = file("${path.module}/../shared/core/schemas/predictions.json")
+  deletion_protection = var.deletion_protection
+  clustering          = ["run_id", "outcome"]
+  labels              = var.labels
+  time_partitioning {
+    type  = "DAY"
+    field = "loaded_at"
+  }
+  # checkov:skip=CKV_GCP_80: Google-managed encryption; a CMEK can be added by the user
+}
+
+resource "google_bigquery_table" "batch_jobs" {
+  dataset_id          = google_bigquery_dataset.pipeline.dataset_id
+  table_id            = "batch_jobs"
+  schema              = file("${path.module}/../shared/core/schemas/batch_jobs.json")
+  deletion_protection = var.deletion_protection
+  clustering          = ["run_id"]
+  labels              = var.labels
+  time_partitioning {
+    type  = "DAY"
+    field = "loaded_at"
+  }
+  # checkov:skip=CKV_GCP_80: Google-managed encryption; a CMEK can be added by the user
+}
+
+resource "google_bigquery_table" "latest_predictions" {
+  dataset_id          = google_bigquery_dataset.pipeline.dataset_id
+  table_id            = "latest_predictions"
+  deletion_protection = false
+  labels              = var.labels
+  view {
+    query = templatefile("${path.module}/../shared/core/schemas/latest_predictions.sql", {
+      project = var.project_id
+      dataset = google_bigquery_dataset.pipeline.dataset_id
+    })
+    use_legacy_sql = false
+  }
+  depends_on = [google_bigquery_table.predictions]
+}

@@ -1,0 +1,58 @@
+locals {
+  topic_names = { for key, topic in google_pubsub_topic.topics : key => topic.name }
+
+  # Terraform is the single writer of the functions' environment (shared/config.py reads it).
+  environment = {
+    GCP_PROJECT           = var.project_id
+    VERTEX_LOCATION       = var.region
+    INPUT_BUCKET          = google_storage_bucket.input.name
+    INPUT_PREFIX          = var.input_prefix
+    WORK_BUCKET           = google_storage_bucket.work.name
+    BQ_DATASET            = google_bigquery_dataset.pipeline.dataset_id
+    BATCH_FINISHED_TOPIC  = local.topic_names["batch-finished"]
+    BATCH_RESULTS_TOPIC   = local.topic_names["batch-results"]
+    MODEL                 = var.model
+    MAX_ATTEMPTS          = tostring(var.max_attempts)
+    MAX_REQUESTS_PER_JOB  = tostring(var.max_requests_per_job)
+    MAX_BYTES_PER_JOB     = "1000000000"
+    MAX_LINE_BYTES        = "10485760"
+    SKIP_INVALID_LINES    = tostring(var.skip_invalid_lines)
+    QUEUE_TIMEOUT_SECONDS = tostring(var.queue_timeout_seconds)
+    RUN_TIMEOUT_SECONDS   = tostring(var.run_timeout_seconds)
+    LEASE_SECONDS         = "600"
+    MAX_EVENT_AGE_SECONDS = "86400"
+  }
+
+  functions = {
+    submit_batch = {
+      trigger = { event_type = "google.cloud.storage.object.v1.finalized", bucket = google_storage_bucket.input.name }
+    }
+    submit_request = {
+      trigger = { event_type = "google.cloud.pubsub.topic.v1.messagePublished", pubsub_topic = google_pubsub_topic.topics["batch-requests"].id }
+    }
+    poll_batches = {
+      trigger = { event_type = "google.cloud.pubsub.topic.v1.messagePublished", pubsub_topic = google_pubsub_topic.topics["poll-tick"].id }
+    }
+    collect_results = {
+      trigger = { event_type = "google.cloud.pubsub.topic.v1.messagePublished", pubsub_topic = google_pubsub_topic.topics["batch-finished"].id }
+    }
+  }
+}
+
+module "function" {
+  source   = "./modules/function"
+  for_each = local.functions
+
+  name          = each.key
+  resource_name = "${var.name_prefix}-${each.key}"
+  region        = var.region
+  source_bucket = google_storage_bucket.source.name
+  source_zip    = "${var.function_source_dir}/${each.key}.zip"
+  environment   = local.environment
+  trigger       = each.value.trigger
+  labels        = var.labels
+  # Submitting and reading batch jobs: Vertex AI has no narrower resource to grant on.
+  runtime_roles = ["roles/aiplatform.user"]
+
+  depends_on = [google_project_service.apis, google_project_iam_member.gcs_agent_publishes]
+}

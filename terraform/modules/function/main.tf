@@ -1,0 +1,82 @@
+# One gen-2 function: its runtime and trigger service accounts, its source object, its trigger.
+
+resource "google_service_account" "runtime" {
+  account_id   = substr("${replace(var.resource_name, "_", "-")}-run", 0, 30)
+  display_name = "${var.name} runtime"
+}
+
+resource "google_service_account" "trigger" {
+  account_id   = substr("${replace(var.resource_name, "_", "-")}-trg", 0, 30)
+  display_name = "${var.name} trigger"
+}
+
+resource "google_storage_bucket_object" "source" {
+  name   = "${var.name}-${filemd5(var.source_zip)}.zip" # hash-named: a new build redeploys
+  bucket = var.source_bucket
+  source = var.source_zip
+}
+
+resource "google_cloudfunctions2_function" "function" {
+  name     = replace(var.resource_name, "_", "-")
+  location = var.region
+  labels   = var.labels
+
+  build_config {
+    runtime     = "python311"
+    entry_point = var.name
+    source {
+      storage_source {
+        bucket = var.source_bucket
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    available_memory               = var.memory
+    timeout_seconds                = var.timeout_seconds
+    max_instance_count             = var.max_instances
+    ingress_settings               = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision = true
+    service_account_email          = google_service_account.runtime.email
+    environment_variables          = var.environment
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = var.trigger.event_type
+    pubsub_topic          = var.trigger.pubsub_topic
+    retry_policy          = "RETRY_POLICY_RETRY" # every handler is idempotent
+    service_account_email = google_service_account.trigger.email
+
+    dynamic "event_filters" {
+      for_each = var.trigger.bucket == null ? [] : [var.trigger.bucket]
+      content {
+        attribute = "bucket"
+        value     = event_filters.value
+      }
+    }
+  }
+}
+
+# The trigger's identity may invoke this function, and nothing else.
+resource "google_cloud_run_service_iam_member" "invoker" {
+  location = var.region
+  service  = google_cloudfunctions2_function.function.service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+resource "google_project_iam_member" "trigger_receiver" {
+  project = google_service_account.trigger.project
+  role    = "roles/eventarc.eventReceiver" # receive the trigger's events; no narrower grant exists
+  member  = "serviceAccount:${google_service_account.trigger.email}"
+}
+
+# Project-level roles only where the resource has no narrower grant; each caller says why.
+resource "google_project_iam_member" "runtime" {
+  for_each = toset(var.runtime_roles)
+  project  = google_service_account.runtime.project
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.runtime.email}"
+}

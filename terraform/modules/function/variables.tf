@@ -1,0 +1,68 @@
+variable "name" {
+  type        = string
+  description = "Entry point = folder under functions/ = Python function name."
+}
+
+variable "resource_name" {
+  type        = string
+  description = "Name of the deployed function."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the function and its trigger."
+}
+
+variable "source_bucket" {
+  type        = string
+  description = "Bucket holding the function zips."
+}
+
+variable "source_zip" {
+  type        = string
+  description = "Local path of the function's zip (built by make build)."
+}
+
+variable "environment" {
+  type        = map(string)
+  description = "Environment variables (Terraform is their single writer)."
+}
+
+variable "runtime_roles" {
+  type        = list(string)
+  description = "Project-level roles of the runtime service account (only where no narrower grant exists)."
+  default     = []
+}
+
+variable "trigger" {
+  type = object({
+    event_type   = string
+    pubsub_topic = optional(string)
+    bucket       = optional(string)
+  })
+  description = "Eventarc trigger: a storage finalize on a bucket, or messages on a topic."
+}
+
+variable "memory" {
+  type        = string
+  description = "Memory of one instance."
+  default     = "1Gi"
+}
+
+variable "timeout_seconds" {
+  type        = number
+  description = "Longest run of one invocation."
+  default     = 540
+}
+
+variable "max_instances" {
+  type        = number
+  description = "Upper bound on concurrent instances."
+  default     = 10
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels."
+  default     = {}
+}

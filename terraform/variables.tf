@@ -1,0 +1,98 @@
+variable "project_id" {
+  type        = string
+  description = "Project that holds everything: buckets, topics, dataset, functions and the batch jobs."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions, buckets, dataset and Vertex AI batch jobs (single region: bq:// sources need it)."
+  default     = "us-central1"
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a single region such as us-central1 (not a multi-region, not global)."
+  }
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "Prefix of every resource name (buckets get the project id appended to be unique)."
+  default     = "gbp"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name_prefix))
+    error_message = "name_prefix: 2-21 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "model" {
+  type        = string
+  description = "Default Gemini model of the batch jobs."
+  default     = "gemini-2.5-flash"
+}
+
+variable "input_prefix" {
+  type        = string
+  description = "Only objects under this prefix of the input bucket (and ending .jsonl) are submitted."
+  default     = "incoming/"
+}
+
+variable "max_attempts" {
+  type        = number
+  description = "Attempts per request, retries of retryable failures included."
+  default     = 3
+  validation {
+    condition     = var.max_attempts >= 1 && var.max_attempts <= 10
+    error_message = "max_attempts must be between 1 and 10."
+  }
+}
+
+variable "max_requests_per_job" {
+  type        = number
+  description = "Requests per Vertex batch job; larger files are split (Vertex allows 200,000)."
+  default     = 200000
+  validation {
+    condition     = var.max_requests_per_job >= 1 && var.max_requests_per_job <= 200000
+    error_message = "max_requests_per_job must be between 1 and 200000."
+  }
+}
+
+variable "skip_invalid_lines" {
+  type        = bool
+  description = "Submit the valid lines of a file with invalid ones (each invalid line becomes a FAILED row) instead of rejecting it."
+  default     = false
+}
+
+variable "poll_schedule" {
+  type        = string
+  description = "Cloud Scheduler cron of the poll tick."
+  default     = "* * * * *"
+}
+
+variable "queue_timeout_seconds" {
+  type        = number
+  description = "A job queued longer is cancelled and its rows re-submitted (Vertex expires queued jobs after 72 h)."
+  default     = 259200
+}
+
+variable "run_timeout_seconds" {
+  type        = number
+  description = "A job running longer is cancelled and its rows re-submitted (Vertex stops at 24 h)."
+  default     = 86400
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels on every resource that takes them."
+  default     = {}
+}
+
+variable "deletion_protection" {
+  type        = bool
+  description = "Protect the BigQuery tables from terraform destroy."
+  default     = true
+}
+
+variable "function_source_dir" {
+  type        = string
+  description = "Folder of the function zips built by `make build` (<function>.zip)."
+  default     = "../build"
+}

