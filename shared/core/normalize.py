@@ -307,6 +307,7 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _LINE_DECODER: Final = msgspec.json.Decoder(_Line)
+_LENIENT_DECODER: Final = msgspec.json.Decoder(_Line, strict=False)  # "188" -> 188
 _ENCODER: Final = msgspec.json.Encoder()
 _RAW_COLUMNS: Final = ("safety_ratings", "citations", "response_json")
 _CAMEL_USAGE: Final = (
@@ -519,8 +520,12 @@ def _unparseable(line: bytes, reason: str) -> dict[str, Any]:
     }
 
 
-def _slow_parse(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """For lines the typed decoder refused: extra members, odd types, bad JSON."""
+def _parse_as_dict(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``(parsed line, computed columns)`` from one dict parse; never raises.
+
+    Used for :meth:`Normalizer.row` and for lines the fast typed decoder refused (extra
+    members, odd types, bad JSON); counts given as strings are converted leniently.
+    """
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -530,8 +535,8 @@ def _slow_parse(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     members = {k: v for k, v in obj.items() if k in LINE_MEMBERS}
     if not isinstance(members.get("request"), dict):
         members.pop("request", None)  # only read for JSON mode; a strange echo must not fail the row
-    try:
-        parsed = msgspec.convert(members, _Line, strict=False)
+    try:  # decoded from bytes, not converted: msgspec.Raw fields can only be filled by decoding
+        parsed = _LENIENT_DECODER.decode(orjson.dumps(members))
     except msgspec.ValidationError as exc:
         computed = _unparseable(line, f"unexpected shape: {exc}")
         computed.pop("metadata")
@@ -554,18 +559,7 @@ class Normalizer:
         """One output line -> one row dict with every schema column (None where null)."""
         if line[-1:] in _TERMINATORS:
             line = line.rstrip(b"\r\n")
-        try:
-            obj: dict[str, Any] | None = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            obj = None
-        if type(obj) is dict and obj.keys() <= LINE_MEMBERS:
-            try:
-                computed = _computed(_LINE_DECODER.decode(line), line)
-            except msgspec.ValidationError:
-                obj, computed = _slow_parse(line)
-        else:
-            obj, computed = _slow_parse(line)
-        return self._row(obj, computed)
+        return self._row(*_parse_as_dict(line))  # not the hot path: one parse, as a dict
 
     def _row(self, obj: dict[str, Any] | None, computed: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = dict.fromkeys(COLUMNS)

@@ -135,6 +135,15 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "safety_ratings": [{"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"}],
     },
     "multiple-candidates": {"candidate_count": 2, "response_text": "one"},
+    # Extra member and a string count: the dict path, which must keep the raw JSON columns too.
+    "extra-member-with-raw-fields": {
+        "outcome": "SUCCEEDED",
+        "function_calls": [{"name": "f", "args": {"x": 1}}],
+        "safety_ratings": [{"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"}],
+        "citations": [{"uri": "https://example.com"}],
+        "prompt_tokens": 3,
+        "metadata": {"instance_id": "abc"},
+    },
     "candidates-not-a-list": {"outcome": "FAILED", "error_status": "UNPARSEABLE_OUTPUT", "retryable": False},
     "truncated-line": {"outcome": "FAILED", "error_status": "UNPARSEABLE_OUTPUT", "request": None},
 }
