@@ -29,27 +29,23 @@ def _genai_client(location: str, project: str) -> Any:
     return genai.Client(vertexai=True, project=project, location=location)
 
 
-def _raw_get(project: str) -> Any:
-    """Read a job over REST when the SDK cannot parse it."""
+def _raw_get(name: str, location: str) -> dict[str, Any]:
+    """Read a job over REST when the SDK cannot parse it (rare: structured error details)."""
+    import requests
 
-    def get(name: str, location: str) -> dict[str, Any]:
-        import requests
+    base_url = os.environ.get("VERTEX_BASE_URL")
+    if base_url:
+        reply = requests.get(f"{base_url}/v1/{name}", timeout=60)
+    else:
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
 
-        base_url = os.environ.get("VERTEX_BASE_URL")
-        if base_url:
-            reply = requests.get(f"{base_url}/v1/{name}", timeout=60)
-        else:
-            import google.auth
-            from google.auth.transport.requests import AuthorizedSession
-
-            credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-            reply = AuthorizedSession(credentials).get(
-                f"https://{location}-aiplatform.googleapis.com/v1/{name}", timeout=60
-            )
-        reply.raise_for_status()
-        return dict(reply.json())
-
-    return get
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        reply = AuthorizedSession(credentials).get(
+            f"https://{location}-aiplatform.googleapis.com/v1/{name}", timeout=60
+        )
+    reply.raise_for_status()
+    return dict(reply.json())
 
 
 @cache
@@ -82,7 +78,7 @@ def ports(settings: Settings) -> Ports:
         bq = bigquery.Client(project=settings.project)
     return Ports(
         store=GcsStore(storage_client),
-        jobs=VertexBatchJobs(lambda location: _genai_client(location, settings.project), _raw_get(settings.project)),
+        jobs=VertexBatchJobs(lambda location: _genai_client(location, settings.project), _raw_get),
         warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset),
         bus=PubSubBus(pubsub_v1.PublisherClient(), settings.project),
     )

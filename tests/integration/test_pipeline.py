@@ -478,3 +478,16 @@ def test_function_answers_500_on_a_transient_failure_and_succeeds_when_retried(
     assert client.post("/", **event).status_code == 200  # the retry submits
     assert client.post("/", **event).status_code == 200  # and a duplicate is acked
     assert len(_vertex_jobs(cloud, run_id)) == 1
+
+
+def test_adapter_reads_a_job_the_sdk_cannot_parse(cloud: Endpoints) -> None:
+    settings = _settings(cloud)
+    source = f"gs://gbp-input/{_upload(cloud, 'manual/', _jsonl([_line('hi', 'a')]))[0]}"
+    labels = {"gbp_run": f"details-{time.time_ns()}", "emulator-error-details": "true"}
+    jobs = ports(settings).jobs
+    job = jobs.create(model="gemini-2.5-flash", input_uri=source, dest_prefix="gs://gbp-manual/outputs/details",
+                      display_name="details", labels=labels, location=cloud.location)  # fmt: skip
+    # batches.get raises on structured error.details (1.56: AttributeError, 3.x: ValidationError);
+    # the adapter reads the job over REST instead.
+    done = wait_for(lambda: (j := jobs.get(job.name, cloud.location)).state == "JOB_STATE_FAILED" and j)
+    assert done.error and "Quota exceeded" in done.error
