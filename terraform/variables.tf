@@ -18,8 +18,9 @@ variable "name_prefix" {
   description = "Prefix of every resource name (buckets get the project id appended to be unique)."
   default     = "gbp"
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.name_prefix))
-    error_message = "name_prefix: 2-21 lowercase letters, digits or dashes, starting with a letter."
+    # 20 characters at most: "<prefix>-scheduler" must fit a 30-character service account id.
+    condition     = can(regex("^[a-z][a-z0-9-]{0,18}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix: 2-20 lowercase letters, digits or dashes, starting with a letter and not ending with a dash."
   }
 }
 

@@ -1,12 +1,19 @@
 # One gen-2 function: its runtime and trigger service accounts, its source object, its trigger.
 
+locals {
+  # Service account ids have 6-30 characters and end in a letter or digit. Truncating a long name
+  # alone would give two functions (or a function's two identities) the same id: a hash of the
+  # full name keeps them apart.
+  account_stem = "${replace(substr(replace(var.resource_name, "_", "-"), 0, 20), "/-+$/", "")}-${substr(sha1(var.resource_name), 0, 4)}"
+}
+
 resource "google_service_account" "runtime" {
-  account_id   = substr("${replace(var.resource_name, "_", "-")}-run", 0, 30)
+  account_id   = "${local.account_stem}-run"
   display_name = "${var.name} runtime"
 }
 
 resource "google_service_account" "trigger" {
-  account_id   = substr("${replace(var.resource_name, "_", "-")}-trg", 0, 30)
+  account_id   = "${local.account_stem}-trg"
   display_name = "${var.name} trigger"
 }
 
