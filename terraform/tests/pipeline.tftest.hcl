@@ -1,0 +1,112 @@
+# Plan-level tests of the whole tree with mocked providers: no credentials, no API calls.
+# `terraform test` runs them (after `make build`, which writes the function zips to ../build);
+# make test runs them offline against the provider schema (tests/terraform/test_provider_schema.py).
+
+mock_provider "google" {
+  mock_resource "google_service_account" {
+    defaults = { email = "sa@my-project.iam.gserviceaccount.com", project = "my-project" }
+  }
+  mock_data "google_storage_project_service_account" {
+    defaults = { email_address = "service-1@gs-project-accounts.iam.gserviceaccount.com" }
+  }
+}
+
+mock_provider "google-beta" {
+  mock_resource "google_project_service_identity" {
+    defaults = { email = "service-1@gcp-sa-aiplatform.iam.gserviceaccount.com" }
+  }
+}
+
+variables {
+  project_id = "my-project"
+  labels     = { app = "gemini-batch-pipeline" }
+}
+
+# apply with mocked providers: nothing is created, every computed value is known (mocked).
+run "pipeline" {
+  command = apply
+
+  assert {
+    condition     = toset(keys(output.functions)) == toset(["submit_batch", "submit_request", "poll_batches", "collect_results"])
+    error_message = "the four functions are deployed"
+  }
+  assert {
+    condition = alltrue([
+      for b in [google_storage_bucket.input, google_storage_bucket.work, google_storage_bucket.source] :
+      b.public_access_prevention == "enforced" && b.uniform_bucket_level_access
+    ])
+    error_message = "every bucket has uniform access and public access prevention"
+  }
+  assert {
+    condition     = toset(keys(output.topics)) == toset(["batch-requests", "poll-tick", "batch-finished", "batch-results", "dead-letter"])
+    error_message = "the five topics exist"
+  }
+  assert {
+    condition     = output.topics["poll-tick"] == "gbp-poll-tick"
+    error_message = "topic names carry the prefix"
+  }
+  assert {
+    condition     = google_cloud_scheduler_job.poll_tick.pubsub_target[0].topic_name == google_pubsub_topic.topics["poll-tick"].id
+    error_message = "the scheduler ticks the poll-tick topic"
+  }
+  assert {
+    condition     = jsondecode(google_bigquery_table.predictions.schema) == jsondecode(file("${path.module}/../shared/core/schemas/predictions.json"))
+    error_message = "predictions uses the code's schema file"
+  }
+  assert {
+    condition     = jsondecode(google_bigquery_table.batch_jobs.schema) == jsondecode(file("${path.module}/../shared/core/schemas/batch_jobs.json"))
+    error_message = "batch_jobs uses the code's schema file"
+  }
+  assert {
+    condition     = strcontains(google_bigquery_table.latest_predictions.view[0].query, "`my-project.gbp_pipeline.predictions`")
+    error_message = "the view reads this project's predictions table"
+  }
+  assert {
+    condition     = google_bigquery_table.predictions.deletion_protection && google_bigquery_table.batch_jobs.deletion_protection
+    error_message = "tables are protected from deletion by default"
+  }
+  assert {
+    condition     = google_storage_bucket_iam_member.vertex_agent_work.member == "serviceAccount:service-1@gcp-sa-aiplatform.iam.gserviceaccount.com"
+    error_message = "the Vertex AI service agent may write outputs to the work bucket"
+  }
+  assert {
+    condition     = google_project_iam_member.gcs_agent_publishes.member == "serviceAccount:service-1@gs-project-accounts.iam.gserviceaccount.com"
+    error_message = "the GCS service agent may publish finalize events"
+  }
+  assert {
+    condition     = toset(keys(google_bigquery_dataset_iam_member.writers)) == toset(["submit_batch", "submit_request", "collect_results"])
+    error_message = "only the functions that load rows may write to the dataset"
+  }
+}
+
+run "max_attempts_is_validated" {
+  command = plan
+  variables { max_attempts = 0 }
+  expect_failures = [var.max_attempts]
+}
+
+run "name_prefix_is_validated" {
+  command = plan
+  variables { name_prefix = "Not_A_Prefix!" }
+  expect_failures = [var.name_prefix]
+}
+
+run "name_prefix_longer_than_service_account_ids_allow_is_refused" {
+  command = plan
+  variables { name_prefix = "a-twenty-one-chr-pfx1" }
+  expect_failures = [var.name_prefix]
+}
+
+run "longest_name_prefix" {
+  command = plan
+  variables { name_prefix = "a-twenty-char-prefix" }
+
+  assert {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", google_service_account.scheduler.account_id))
+    error_message = "the scheduler's service account id is valid with the longest prefix"
+  }
+  assert {
+    condition     = length(google_storage_bucket.input.name) <= 63 && length(google_storage_bucket.work.name) <= 63
+    error_message = "bucket names fit in 63 characters"
+  }
+}
