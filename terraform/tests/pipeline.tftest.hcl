@@ -1,6 +1,6 @@
 # Plan-level tests of the whole tree with mocked providers: no credentials, no API calls.
 # `terraform test` runs them (after `make build`, which writes the function zips to ../build);
-# make test runs them offline against the provider schema (tests/terraform/test_provider_schema.py).
+# make test runs them offline against the provider schema (tests/terraform/test_validate.py).
 
 mock_provider "google" {
   mock_resource "google_service_account" {

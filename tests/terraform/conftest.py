@@ -35,7 +35,8 @@ def schema_dir() -> Path:
 def provider_versions() -> list[str]:
     """The provider releases whose schemas are prepared (both providers must have each)."""
     found = {p.stem.rsplit("-", 1)[1] for p in schema_dir().glob("google-*.json")}
-    return sorted(v for v in found if all((schema_dir() / f"{n}-{v}.json").exists() for n in PROVIDERS))
+    complete = [v for v in found if all((schema_dir() / f"{n}-{v}.json").exists() for n in PROVIDERS)]
+    return sorted(complete, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
 @dataclass(frozen=True)
