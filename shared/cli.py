@@ -136,7 +136,8 @@ def _print_table(files: list[Path], context: RowContext) -> None:
                     ),
                     " ".join(str(detail).split())[:60],
                 )
-    Console(width=160).print(view)
+    # Cells hold data (keys, model text): "[/INST]" or ":smile:" must print as they are, not as markup.
+    Console(width=160, markup=False, emoji=False, highlight=False).print(view)
 
 
 def main() -> None:

@@ -9,10 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Final
 
+import msgspec
 import orjson
 
 ASSIGNED_KEY_PREFIX = "line-"
+
+
+class _KeyOnly(msgspec.Struct):
+    key: Any = None
+
+
+_KEY_ONLY: Final = msgspec.json.Decoder(_KeyOnly)
+
+
+def key_member(line: bytes) -> object:
+    """The top-level ``key`` of a JSON object line whose other members may be unreadable.
+
+    Every other member is skipped unread (msgspec does not check the UTF-8 of what it skips),
+    so a line spoiled elsewhere keeps its key. Raises UnicodeDecodeError when the key itself
+    is not UTF-8, msgspec.DecodeError/ValidationError when the line is not one JSON object.
+    """
+    return _KEY_ONLY.decode(line).key
 
 
 def assigned_key(line_number: int) -> str:

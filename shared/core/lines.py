@@ -18,6 +18,23 @@ class Oversize:
     size: int
 
 
+def utf8_error(line: bytes) -> str | None:
+    """Where ``line`` stops being UTF-8, as ``invalid UTF-8 at byte N (why)``; None when it is UTF-8.
+
+    N is the 0-based offset of the first bad byte in the line. The one UTF-8 rule for
+    lines: msgspec checks only the strings it decodes (it skips members it does not
+    declare, bytes unread), so a line that decodes may still not be UTF-8. Callers test
+    ``line.isascii()`` first where a line is hot: that costs far less than a decode.
+    """
+    if line.isascii():
+        return None
+    try:
+        line.decode()
+    except UnicodeDecodeError as bad:
+        return f"invalid UTF-8 at byte {bad.start} ({bad.reason})"
+    return None
+
+
 def _line(part: bytes, max_line_bytes: int) -> bytes | Oversize:
     line = part[:-1] if part[-1:] == b"\r" else part
     return line if len(line) <= max_line_bytes else Oversize(len(line))

@@ -2,8 +2,12 @@
 
 An output line is ``{key, request, status, response, processed_time}``; ``response``
 is a REST ``GenerateContentResponse`` (camelCase) that may carry fields the SDK does
-not know. The normalizer never raises: a line it cannot read becomes a FAILED row
-with ``error_status = "UNPARSEABLE_OUTPUT"`` and the raw text kept in ``metadata``.
+not know. The normalizer never raises: a line it cannot read (not JSON, not an object,
+not UTF-8, an unexpected shape) becomes a FAILED row with ``error_status =
+"UNPARSEABLE_OUTPUT"``, under the line's own key when that key is readable, with the raw
+text kept in ``metadata`` (``raw_line``, up to ``RAW_LINE_LIMIT`` bytes; when the line is
+not UTF-8, bad bytes appear there as backslash escapes and ``raw_line_base64`` holds the
+exact bytes). Every row is valid UTF-8 JSON, so one bad line never fails a load job.
 
 Two forms of the same row:
 - :meth:`Normalizer.row` gives a dict with every schema column.
@@ -16,6 +20,7 @@ Two forms of the same row:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Iterable
@@ -26,6 +31,8 @@ from typing import Annotated, Any, BinaryIO, Final
 import msgspec
 import orjson
 
+from shared.core.keys import key_member
+from shared.core.lines import utf8_error
 from shared.core.schema import column_names
 
 COLUMNS: Final = column_names()
@@ -475,7 +482,22 @@ def _fallback_key(line: bytes) -> str:
             key = None
         if type(key) is str and key:
             return key
+    return _unkeyed(line)
+
+
+def _unkeyed(line: bytes) -> str:
     return "unkeyed-" + hashlib.sha256(line.strip()).hexdigest()[:16]
+
+
+def _unreadable_key(line: bytes) -> str:
+    """The key of a line that cannot be normalized, by the rule for readable ones where it can."""
+    try:
+        key = key_member(line)  # bad bytes or an odd shape elsewhere in the line do not hide the key
+    except UnicodeDecodeError:
+        return _unkeyed(line)  # the key itself is not UTF-8: no input key can match it
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _fallback_key(line)  # not one whole JSON object: look for the key in the text
+    return _key_of(key, line)
 
 
 def _computed(parsed: _Line, line: bytes) -> dict[str, Any]:
@@ -509,15 +531,30 @@ def _computed(parsed: _Line, line: bytes) -> dict[str, Any]:
 
 
 def _unparseable(line: bytes, reason: str) -> dict[str, Any]:
-    raw = line[:RAW_LINE_LIMIT].decode("utf-8", "replace")
     return {
-        "request_key": _fallback_key(line),
+        "request_key": _unreadable_key(line),
         "outcome": FAILED,
         "error_status": UNPARSEABLE_OUTPUT,
         "error_message": reason,
         "retryable": False,
-        "metadata": {"raw_line": raw, "raw_line_bytes": len(line)},
+        "metadata": _raw_copy(line),
     }
+
+
+def _raw_copy(line: bytes) -> dict[str, Any]:
+    """The first ``RAW_LINE_LIMIT`` bytes of a line as text, and as base64 when the text is not exact."""
+    cut = RAW_LINE_LIMIT
+    while cut > RAW_LINE_LIMIT - 3 and cut < len(line) and line[cut] & 0xC0 == 0x80:
+        cut -= 1  # do not split a character: line[cut] is a UTF-8 continuation byte
+    head = line[:cut]
+    try:
+        return {"raw_line": head.decode(), "raw_line_bytes": len(line)}
+    except UnicodeDecodeError:
+        return {
+            "raw_line": head.decode("utf-8", "backslashreplace"),
+            "raw_line_bytes": len(line),
+            "raw_line_base64": base64.b64encode(head).decode("ascii"),
+        }
 
 
 def _parse_as_dict(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -528,8 +565,8 @@ def _parse_as_dict(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """
     try:
         obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return None, _unparseable(line, f"not valid JSON: {exc}")
+    except orjson.JSONDecodeError as exc:  # orjson checks the UTF-8 of the whole line
+        return None, _unparseable(line, utf8_error(line) or f"not valid JSON: {exc}")
     if type(obj) is not dict:
         return None, _unparseable(line, f"not a JSON object: {type(obj).__name__}")
     members = {k: v for k, v in obj.items() if k in LINE_MEMBERS}
@@ -595,11 +632,17 @@ class Normalizer:
         """Like :meth:`ndjson`, plus the computed columns (``request_key``, ``outcome``, ``retryable``...)."""
         try:
             parsed = _LINE_DECODER.decode(line)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             pass
         else:
             raw_time = parsed.processed_time
-            if (raw_time is None or (type(raw_time) is str and _loadable(raw_time))) and line[:1] == b"{":
+            # The line's own bytes are copied out, but msgspec did not check the UTF-8 of the
+            # members it skipped: a non-ASCII line is checked whole (isascii() costs little).
+            if (
+                (raw_time is None or (type(raw_time) is str and _loadable(raw_time)))
+                and line[:1] == b"{"
+                and (line.isascii() or utf8_error(line) is None)
+            ):
                 end = len(line)
                 while line[end - 1] in _WHITESPACE:
                     end -= 1

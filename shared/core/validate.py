@@ -9,8 +9,8 @@ from typing import Any, BinaryIO, Final
 import msgspec
 import orjson
 
-from shared.core.keys import JobLimits, KeyedLine, assigned_key, with_key
-from shared.core.lines import Oversize, iter_lines
+from shared.core.keys import JobLimits, KeyedLine, assigned_key, key_member, with_key
+from shared.core.lines import Oversize, iter_lines, utf8_error
 
 DEFAULT_MAX_LINE_BYTES: Final = 10 * 1024 * 1024
 DEFAULT_EXAMPLES: Final = 5
@@ -267,7 +267,8 @@ def _scan(
 ) -> Iterator[ScannedLine]:
     seen: dict[str, bool] = {}  # key -> was it assigned
     max_line = options.max_line_bytes
-    decode, fast_errors = _LINE_DECODER.decode, (msgspec.ValidationError, msgspec.DecodeError)
+    # msgspec raises UnicodeDecodeError for bad bytes in a string it decodes.
+    decode, fast_errors = _LINE_DECODER.decode, (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
     # Counters live in locals (this loop runs once per request) and land in the summary at the end.
     number = blank = valid = present = assigned_count = duplicated = size_total = 0
     try:
@@ -286,15 +287,18 @@ def _scan(
                 fast: _Line | None = decode(data)
             except fast_errors:
                 fast = None
-            passed = fast is not None and _fast_ok(fast)
+            # Members the typed decode skips are not checked for UTF-8: a non-ASCII line that
+            # passed is checked whole (isascii() is a fraction of the decode's cost).
+            passed = fast is not None and _fast_ok(fast) and (data.isascii() or utf8_error(data) is None)
             if fast is not None and passed:
                 key = fast.key
             else:
-                # The slow path: parse as dicts, and name the first problem below.
+                # The slow path: parse as dicts (orjson checks all of the UTF-8), name the first problem.
                 try:
                     obj = orjson.loads(data)
                 except orjson.JSONDecodeError as exc:
-                    yield _reject(summary, options, number, data, None, _decode_problem(data, exc))
+                    problem = _decode_problem(data, exc)
+                    yield _reject(summary, options, number, data, _spoiled_key(data, problem), problem)
                     continue
                 if type(obj) is not dict:
                     problem = (NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}")
@@ -337,11 +341,21 @@ def _scan(
         summary.bytes += size_total
 
 
-def _decode_problem(data: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
+def _spoiled_key(data: bytes, problem: tuple[str, str]) -> str | None:
+    """The user's key of a line spoiled by invalid UTF-8 elsewhere (its FAILED row keeps it), when readable."""
+    if problem[0] != INVALID_UTF8:
+        return None
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return INVALID_UTF8, f"invalid UTF-8 at byte {bad.start}"
+        key = key_member(data)
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return key if type(key) is str and key else None
+
+
+def _decode_problem(data: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
+    bad = utf8_error(data)
+    if bad is not None:
+        return INVALID_UTF8, bad
     return INVALID_JSON, str(exc)
 
 

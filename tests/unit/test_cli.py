@@ -73,3 +73,46 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("gemini-batch") or str(Path(__file__).parents[2] / ".venv" / "bin" / "gemini-batch")
     done = subprocess.run([exe, "validate", str(FIXTURES / "requests_real.jsonl")], capture_output=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_cli_validate_reports_bad_bytes_and_exits_1(tmp_path: Path) -> None:
+    path = FIXTURES / "requests_bad_bytes.jsonl"
+    result = runner.invoke(app, ["validate", "--examples", "10", str(path)])
+    assert (result.exit_code, type(result.exception)) == (1, SystemExit), result.output  # a report, no traceback
+    assert "invalid_utf8: 5 line(s)" in result.output and "invalid_json: 3 line(s)" in result.output
+    assert "line 2: invalid UTF-8 at byte 103 (invalid continuation byte)" in result.output
+    assert (
+        "line 3: invalid UTF-8 at byte 106 (invalid continuation byte)" in result.output
+    )  # a member the fast path skips
+    as_json = runner.invoke(app, ["validate", "--json", str(path)])
+    assert as_json.exit_code == 1
+    report = orjson.loads(as_json.output)
+    assert [e["line"] for e in report["examples"]["invalid_utf8"]] == [2, 3, 5, 6, 11]
+    assert report["valid"] == 4
+
+
+def test_cli_normalize_gives_every_line_with_bad_bytes_a_loadable_row(tmp_path: Path) -> None:
+    source = FIXTURES / "outputs" / "bad_bytes.jsonl"
+    out = tmp_path / "rows.ndjson"
+    result = runner.invoke(app, ["normalize", str(source), "-o", str(out), "--loaded-at", "2026-01-01T00:00:00Z"])
+    assert (result.exit_code, result.exception) == (0, None), result.output
+    data = out.read_bytes()
+    data.decode()  # the whole file is valid UTF-8: a BigQuery load job takes it
+    rows = [orjson.loads(x) for x in data.split(b"\n") if x]
+    assert len(rows) == sum(1 for x in source.read_bytes().split(b"\n") if x.strip())
+    latin = next(r for r in rows if r["request_key"] == "latin-1-response-text")
+    assert (latin["outcome"], latin["error_status"]) == ("FAILED", "UNPARSEABLE_OUTPUT")
+    assert latin["error_message"].startswith("invalid UTF-8 at byte ")
+
+
+def test_cli_normalize_table_survives_bad_bytes_and_markup_like_text(tmp_path: Path) -> None:
+    source = tmp_path / "predictions.jsonl"
+    source.write_bytes(
+        (FIXTURES / "outputs" / "bad_bytes.jsonl").read_bytes()
+        + b'{"key": "[/oops] [bold]", "status": "", "response": {"candidates": [{"content": {"parts": '
+        + b'[{"text": "[/INST] :smile: done"}]}}]}}\n'
+    )
+    result = runner.invoke(app, ["normalize", "--table", str(source)])
+    assert (result.exit_code, result.exception) == (0, None), result.output
+    assert "latin-1-response-text" in result.output and "[/oops] [bold]" in result.output
+    assert "[/INST] :smile: done" in result.output

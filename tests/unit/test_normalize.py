@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from shared.core.normalize import (
     COLUMNS,
     OUTCOMES,
+    RAW_LINE_LIMIT,
     Normalizer,
     RowContext,
     missing_row,
@@ -23,6 +26,7 @@ from shared.core.normalize import (
     timestamp,
 )
 from shared.core.schema import load_schema
+from tests.unit.test_validate import spliced
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CONTEXT = RowContext(
@@ -35,7 +39,8 @@ CONTEXT = RowContext(
 
 
 def _lines(name: str) -> list[bytes]:
-    return [line for line in (FIXTURES / "outputs" / name).read_bytes().splitlines() if line.strip()]
+    # Split as the pipeline does: on LF only (a lone CR stays inside its line).
+    return [line for line in (FIXTURES / "outputs" / name).read_bytes().split(b"\n") if line.strip()]
 
 
 def _rows(name: str) -> dict[str, dict[str, Any]]:
@@ -43,7 +48,7 @@ def _rows(name: str) -> dict[str, dict[str, Any]]:
     return {row["request_key"]: row for row in map(normalizer.row, _lines(name))}
 
 
-@pytest.mark.parametrize("name", ["cases.jsonl", "vertex_real.jsonl"])
+@pytest.mark.parametrize("name", ["cases.jsonl", "vertex_real.jsonl", "bad_bytes.jsonl"])
 def test_normalizer_matches_golden_rows(name: str) -> None:
     rows = _rows(name)
     golden = FIXTURES / "golden" / name.replace(".jsonl", ".rows.json")
@@ -172,6 +177,135 @@ def test_normalizer_gives_unparseable_lines_a_failed_row_with_the_raw_text() -> 
     assert unkeyed[0]["metadata"]["raw_line"] == '["not", "an", "object"]'
 
 
+CLEAN = _lines("bad_bytes.jsonl")[0]  # a real-shaped output line, keyed "clean"
+
+
+def _assert_invalid_utf8_row(row: dict[str, Any], line: bytes) -> None:
+    with pytest.raises(UnicodeDecodeError) as bad:
+        line.decode()
+    assert (row["outcome"], row["error_status"], row["retryable"]) == ("FAILED", "UNPARSEABLE_OUTPUT", False)
+    assert row["error_message"] == f"invalid UTF-8 at byte {bad.value.start} ({bad.value.reason})"
+    assert row["metadata"] == {
+        "raw_line": line.decode("utf-8", "backslashreplace"),
+        "raw_line_bytes": len(line),
+        "raw_line_base64": base64.b64encode(line).decode(),
+    }
+    assert row["request"] is row["response"] is row["response_text"] is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"Gr\xc3\xbc\xc3\x9fe", b"Gr\xfc\xdfe"),  # Latin-1 in the response text (a decoded field)
+        (b"Say hi", b"Say \xed\xa0\x80"),  # an encoded surrogate in the request echo (skipped by the fast path)
+        (b"HARM_CATEGORY_HATE_SPEECH", b"HARM_\xc0\xaf"),  # overlong, in safetyRatings (kept raw)
+        (b"gemini-2.5-flash", b"gemini-\xe6\x97"),  # truncated, in modelVersion
+        (b'"finishReason"', b'"\xff": 1, "finishReason"'),  # a member name
+        (b"ON_DEMAND", b"ON_\xf0\x9f\x98"),  # an emoji cut short
+    ],
+)
+def test_normalizer_gives_a_line_with_invalid_utf8_a_failed_row_under_its_own_key(old: bytes, new: bytes) -> None:
+    line = CLEAN.replace(old, new)
+    assert line != CLEAN
+    normalizer = Normalizer(CONTEXT)
+    row = normalizer.row(line)
+    assert row["request_key"] == "clean"  # the collector joins it to its input: no second (MISSING) row
+    _assert_invalid_utf8_row(row, line)
+    for encoded, facts in (normalizer.ndjson_with_facts(line), normalizer.ndjson_with_facts(line + b"\r\n")):
+        loaded = orjson.loads(encoded)  # valid UTF-8 JSON: BigQuery loads it
+        assert loaded == {k: v for k, v in row.items() if v is not None}
+        assert (facts["request_key"], facts["outcome"], facts["retryable"]) == ("clean", "FAILED", False)
+
+
+def test_normalizer_keys_a_line_whose_key_is_unreadable_by_its_bytes() -> None:
+    line = CLEAN.replace(b'"clean"', b'"cl\xe9an"')
+    row = normalize_line(line, CONTEXT)
+    assert row["request_key"].startswith("unkeyed-")
+    assert row["request_key"] == normalize_line(line, CONTEXT)["request_key"]
+    _assert_invalid_utf8_row(row, line)
+
+
+def test_normalizer_recovers_the_key_of_a_truncated_line_with_invalid_utf8() -> None:
+    line = CLEAN.replace(b"Say hi", b"Say \xff")[:200]
+    row = normalize_line(line, CONTEXT)
+    assert row["request_key"] == "clean"
+    _assert_invalid_utf8_row(row, line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        CLEAN.replace(b" aus ", b" a\x00b "),  # a raw NUL
+        b"\xef\xbb\xbf" + CLEAN,  # a BOM on a line that does not open the file
+        CLEAN + b"\r" + CLEAN,  # two lines joined by a lone CR
+        b"\r",
+        b"\x00",
+        CLEAN.replace(b'"key": "clean"', b'"key": "a\\ud800"'),  # an escaped lone surrogate
+    ],
+)
+def test_normalizer_gives_other_odd_bytes_a_failed_row(line: bytes) -> None:
+    normalizer = Normalizer(CONTEXT)
+    row = normalizer.row(line)
+    assert (row["outcome"], row["error_status"]) == ("FAILED", "UNPARSEABLE_OUTPUT")
+    assert row["error_message"].startswith("not valid JSON: ")
+    assert row["metadata"]["raw_line"] == line.rstrip(b"\r\n").decode()
+    assert "raw_line_base64" not in row["metadata"]  # the text is the line: nothing to add
+    encoded, facts = normalizer.ndjson_with_facts(line)
+    assert orjson.loads(encoded)["request_key"] == row["request_key"] == facts["request_key"]
+
+
+def test_normalizer_keeps_odd_but_valid_bytes_as_they_are() -> None:
+    line = CLEAN.replace(b" aus ", b" \\u0000\xef\xbb\xbf ").replace(b'": ', b'":\r')
+    normalizer = Normalizer(CONTEXT)
+    row = normalizer.row(line)
+    assert (row["outcome"], row["response_text"]) == ("SUCCEEDED", "Grüße \x00\ufeff Zürich.")
+    assert orjson.loads(normalizer.ndjson(line))["response_text"] == row["response_text"]
+
+
+def test_normalizer_cuts_a_long_raw_line_at_a_character_boundary() -> None:
+    text = "é" * RAW_LINE_LIMIT
+    line = (
+        b'{"key": "long", "status": "", "response": {"candidates": [{"content": {"parts": [{"text": "' + text.encode()
+    )
+    row = normalize_line(line, CONTEXT)  # a truncated line: not valid JSON, valid UTF-8
+    assert row["request_key"] == "long"
+    raw = row["metadata"]["raw_line"]
+    assert raw.endswith("éé") and "\ufffd" not in raw and "raw_line_base64" not in row["metadata"]
+    assert len(raw.encode()) <= RAW_LINE_LIMIT and row["metadata"]["raw_line_bytes"] == len(line)
+
+
+def test_normalizer_caps_the_raw_copy_of_a_long_invalid_line() -> None:
+    line = b'{"key": "long", "status": "\xff' + b"x" * RAW_LINE_LIMIT + b'"}'
+    row = normalize_line(line, CONTEXT)
+    assert row["request_key"] == "long"
+    assert base64.b64decode(row["metadata"]["raw_line_base64"]) == line[:RAW_LINE_LIMIT]
+    assert row["metadata"]["raw_line_bytes"] == len(line)
+
+
+def test_write_ndjson_gives_every_line_of_a_file_with_bad_bytes_one_loadable_row() -> None:
+    data = (FIXTURES / "outputs" / "bad_bytes.jsonl").read_bytes()
+    out = io.BytesIO()
+    count = Normalizer(CONTEXT).write_ndjson(io.BytesIO(data), out)
+    rows = [orjson.loads(x) for x in out.getvalue().split(b"\n") if x]
+    assert count == len(rows) == len(_lines("bad_bytes.jsonl")) == 11
+    assert [r["request_key"] for r in rows] == [
+        "clean",
+        "latin-1-response-text",
+        "surrogate-in-request-echo",
+        "overlong-in-status",
+        "ff-in-safety-ratings",
+        rows[5]["request_key"],  # its own key is not valid UTF-8
+        "truncated-emoji-in-thought",
+        "latin-1-member-name",
+        "nul-byte",
+        "bom-line",
+        "lone-cr",
+    ]
+    assert rows[5]["request_key"].startswith("unkeyed-")
+    assert [r["outcome"] for r in rows] == ["SUCCEEDED"] + ["FAILED"] * 10
+    assert sum(r["error_message"].startswith("invalid UTF-8 at byte ") for r in rows[1:]) == 7
+
+
 def test_normalizer_assigns_a_stable_key_to_a_line_without_one() -> None:
     line = next(x for x in _lines("cases.jsonl") if b'"key"' not in x)
     first, second = normalize_line(line, CONTEXT), normalize_line(line, CONTEXT)
@@ -187,7 +321,7 @@ def test_normalizer_row_has_every_schema_column_and_context() -> None:
         assert row["outcome"] in OUTCOMES
 
 
-@pytest.mark.parametrize("name", ["cases.jsonl", "vertex_real.jsonl"])
+@pytest.mark.parametrize("name", ["cases.jsonl", "vertex_real.jsonl", "bad_bytes.jsonl"])
 def test_ndjson_row_carries_the_same_values_as_the_dict_row(name: str) -> None:
     normalizer = Normalizer(CONTEXT)
     for line in _lines(name):
@@ -331,3 +465,58 @@ def test_normalizer_never_raises_on_arbitrary_bytes(data: bytes) -> None:
 @given(line_like)
 def test_normalizer_never_raises_on_odd_shapes(obj: dict[str, Any]) -> None:
     _check_row(Normalizer(CONTEXT), orjson.dumps(obj))
+
+
+usable_keys = st.text(min_size=1, max_size=8) | st.integers(-(2**63), 2**64 - 1)
+keyed_line_like = st.tuples(line_like, usable_keys | json_values, st.booleans()).map(
+    lambda t: {"key": t[1], **{k: v for k, v in t[0].items() if k != "key"}} if t[2] else {**t[0], "key": t[1]}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(keyed_line_like, min_size=1, max_size=5), st.data())
+def test_normalizer_gives_each_line_with_invalid_utf8_inside_a_string_one_row(
+    objs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    normalizer = Normalizer(CONTEXT)
+    lines = [orjson.dumps(o) for o in objs]
+    corrupted = list(lines)
+    offsets: dict[int, int] = {}
+    for index, line in enumerate(lines):
+        if data.draw(st.booleans(), label=f"corrupt line {index + 1}"):
+            key = objs[index]["key"]
+            within = None
+            if type(key) is str and data.draw(st.booleans(), label="aim at the key"):
+                start = line.index(b'"key":' + orjson.dumps(key)) + len(b'"key":"')
+                within = (start, start + len(orjson.dumps(key)) - 2)
+            corrupted[index], offsets[index] = data.draw(spliced(line, within), label=f"line {index + 1}")
+    out = io.BytesIO()
+    assert normalizer.write_ndjson(corrupted, out) == len(lines)
+    encoded = out.getvalue().split(b"\n")
+    assert encoded.pop() == b"" and len(encoded) == len(lines)  # one row per line
+    for index, (line, text) in enumerate(zip(corrupted, encoded, strict=True)):
+        loaded = orjson.loads(text)  # valid UTF-8 JSON, whatever the line held
+        row = normalizer.row(line)
+        fast, facts = normalizer.ndjson_with_facts(line)
+        assert fast == text + b"\n"
+        # The fast path copies the line's own members, nulls included; a null loads as no value.
+        assert {k: v for k, v in loaded.items() if k in COLUMNS and v is not None} == {
+            k: v for k, v in row.items() if v is not None
+        }
+        assert (facts["request_key"], facts["outcome"]) == (row["request_key"], row["outcome"])
+        assert bool(facts.get("retryable")) is bool(row["retryable"])
+        if index not in offsets:
+            continue
+        _assert_invalid_utf8_row(row, line)
+        assert offsets[index] <= int(row["error_message"].split(" ")[4]) < offsets[index] + 5
+        key = objs[index]["key"]
+        usable = (type(key) is str and key) or type(key) is int
+        # Where the bytes landed: read the line as if every bad byte were U+FFFD.
+        seen = orjson.loads(line.decode("utf-8", "replace"))
+        if usable and seen.get("key") == key:
+            event("bad bytes beside a usable key")
+            assert row["request_key"] == normalizer.row(lines[index])["request_key"] == str(key)
+        elif usable and "key" in seen:
+            event("bad bytes in the key")
+            assert row["request_key"].startswith("unkeyed-")  # the key itself is unreadable
+        assert row["request_key"] and row["request_key"] == normalize_line(line, CONTEXT)["request_key"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from shared.core import validate as v
@@ -37,6 +37,19 @@ def test_validate_accepts_the_real_vertex_requests() -> None:
     [
         (b"{not json", v.INVALID_JSON),
         (b'{"request": "\xff\xfe"}', v.INVALID_UTF8),
+        # Invalid UTF-8 inside strings of an otherwise valid request: a decoded field, the key,
+        # members the fast path skips (msgspec does not check their bytes), a member name.
+        (GOOD.replace(b'"hi"', b'"caf\xe9"'), v.INVALID_UTF8),  # Latin-1
+        (GOOD.replace(b'"hi"', b'"\xe6\x97"'), v.INVALID_UTF8),  # truncated sequence
+        (GOOD.replace(b'"hi"', b'"\xc0\xaf"'), v.INVALID_UTF8),  # overlong '/'
+        (GOOD.replace(b'"hi"', b'"\xed\xa0\x80"'), v.INVALID_UTF8),  # an encoded surrogate
+        (GOOD.replace(b'"hi"', b'"\xf4\x90\x80\x80"'), v.INVALID_UTF8),  # beyond U+10FFFF
+        (b'{"key": "k\xff",' + GOOD[1:], v.INVALID_UTF8),
+        (GOOD[:-1] + b', "systemInstruction": {"parts": [{"text": "\xed\xa0\x80"}]}}', v.INVALID_UTF8),
+        (b'{"labels": {"\xff": "x"},' + GOOD[1:], v.INVALID_UTF8),
+        (GOOD.replace(b'"hi"', b'"a\x00b"'), v.INVALID_JSON),  # a raw NUL
+        (b"\xef\xbb\xbf" + GOOD, v.INVALID_JSON),  # a BOM that does not open the file
+        (GOOD + b"\r" + GOOD, v.INVALID_JSON),  # a lone CR is not a line break
         (b"[1, 2]", v.NOT_AN_OBJECT),
         (b'"just a string"', v.NOT_AN_OBJECT),
         (b'{"key": "k"}', v.MISSING_REQUEST),
@@ -63,6 +76,60 @@ def test_validate_reports_each_reason_with_its_line_number(line: bytes, reason: 
     [issue] = summary.examples[reason]
     assert issue.line == 2 and issue.detail
     assert not summary.ok
+
+
+def test_validate_invalid_utf8_detail_gives_the_byte_offset() -> None:
+    line = GOOD.replace(b'"hi"', b'"caf\xe9"')
+    summary = _summary(GOOD + b"\n" + line)
+    [issue] = summary.examples[v.INVALID_UTF8]
+    offset = line.index(b"\xe9")
+    assert (issue.line, issue.detail) == (2, f"invalid UTF-8 at byte {offset} (invalid continuation byte)")
+
+
+def test_validate_odd_bytes_that_are_still_valid_json_pass() -> None:
+    lines = [
+        GOOD.replace(b'"hi"', b'"a\\u0000b"'),  # an escaped NUL
+        GOOD.replace(b'"hi"', b'"\xef\xbb\xbf"'),  # a BOM inside a string is a character
+        GOOD.replace(b": ", b":\r"),  # CR between tokens is JSON whitespace
+    ]
+    summary = _summary(b"\n".join(lines))
+    assert (summary.valid, summary.invalid) == (3, 0)
+
+
+# line -> reason (None: valid); the file's comments are in the test that made it: see the keys.
+BAD_BYTES_VERDICTS = {
+    1: None,
+    2: v.INVALID_UTF8,  # Latin-1 in a part's text
+    3: v.INVALID_UTF8,  # an encoded surrogate in systemInstruction (a member the fast path skips)
+    4: None,
+    5: v.INVALID_UTF8,  # an overlong sequence in the key
+    6: v.INVALID_UTF8,  # a truncated sequence in generationConfig
+    7: v.INVALID_JSON,  # a raw NUL in a string
+    8: v.INVALID_JSON,  # a BOM at the start of line 8
+    9: v.INVALID_JSON,  # two objects joined by a lone CR
+    10: None,  # CR as whitespace between tokens
+    11: v.INVALID_UTF8,  # 0xFF as a member name
+    12: None,
+}
+
+
+def test_validate_reports_every_bad_byte_line_of_a_file_and_goes_on() -> None:
+    data = (FIXTURES / "requests_bad_bytes.jsonl").read_bytes()
+    summary = v.ValidationSummary()
+    scanned = list(v.scan(io.BytesIO(data), v.ValidationOptions(max_examples=100), summary))
+    assert {s.line_number: s.issue and s.issue.reason for s in scanned} == BAD_BYTES_VERDICTS
+    for line in scanned:
+        if line.issue is not None and line.issue.reason == v.INVALID_UTF8:
+            with pytest.raises(UnicodeDecodeError) as bad:
+                line.data.decode()
+            assert line.issue.detail.startswith(f"invalid UTF-8 at byte {bad.value.start} (")
+    keyed = list(v.keyed_lines(io.BytesIO(data)))
+    assert [k.key for k in keyed] == ["ok-1", "ok-2", "cr-as-whitespace", "ok-3"]
+    assert (summary.valid, summary.invalid, summary.invalid_by_reason) == (
+        4,
+        8,
+        {v.INVALID_UTF8: 5, v.INVALID_JSON: 3},
+    )
 
 
 def test_validate_accepts_every_part_kind_in_both_spellings() -> None:
@@ -287,3 +354,130 @@ def test_validate_fast_and_slow_paths_agree(obj: dict[str, object]) -> None:
     except Exception:
         fast_ok = False
     assert fast_ok == (v._check_request(obj) is None)
+
+
+# Invalid UTF-8, spliced into the bytes of a JSON string (where a byte-level fuzzer rarely reaches):
+# known-bad sequences, and any run of high bytes that does not decode. High bytes only, so the
+# line's JSON structure is unchanged and only its encoding is wrong.
+def _not_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+invalid_utf8 = st.sampled_from(
+    [
+        b"\xe9",  # Latin-1 e-acute
+        b"\xff",
+        b"\x80",  # a lone continuation byte
+        b"\xc3",  # a lead byte with no continuation
+        b"\xe6\x97",  # a 3-byte sequence cut short
+        b"\xf0\x9f\x98",  # an emoji cut short
+        b"\xc0\xaf",  # overlong '/'
+        b"\xe0\x80\xaf",  # overlong, 3 bytes
+        b"\xed\xa0\x80",  # an encoded high surrogate
+        b"\xed\xbf\xbf",  # an encoded low surrogate
+        b"\xf4\x90\x80\x80",  # beyond U+10FFFF
+        b"\xf8\x88\x80\x80\x80",  # a 5-byte form
+    ]
+) | st.binary(min_size=1, max_size=5).map(lambda b: bytes(x | 0x80 for x in b)).filter(_not_utf8)
+
+
+def string_splice_points(data: bytes) -> list[int]:
+    """Offsets inside the JSON strings of ``data`` (compact JSON) where bytes can be inserted
+    without breaking an escape or a character: each string's start and end, and every
+    character boundary in between."""
+    points: list[int] = []
+    inside, index = False, 0
+    while index < len(data):
+        byte = data[index]
+        if not inside:
+            if byte == 0x22:
+                inside = True
+                points.append(index + 1)
+            index += 1
+        elif byte == 0x22:
+            inside = False
+            points.append(index)
+            index += 1
+        else:
+            index += 6 if data[index : index + 2] == b"\\u" else 2 if byte == 0x5C else 1
+            while index < len(data) and 0x80 <= data[index] < 0xC0:
+                index += 1  # the rest of a multi-byte character
+            if index < len(data) and data[index] != 0x22:
+                points.append(index)
+    return points
+
+
+@st.composite
+def spliced(draw: st.DrawFn, data: bytes, within: tuple[int, int] | None = None) -> tuple[bytes, int]:
+    """``data`` with invalid UTF-8 inserted in one of its strings (between offsets ``within``
+    when given), and the insertion offset."""
+    points = string_splice_points(data)
+    if within is not None:
+        points = [at for at in points if within[0] <= at <= within[1]]
+    assert points, "every generated line has a string"
+    at = draw(st.sampled_from(points))
+    return data[:at] + draw(invalid_utf8) + data[at:], at
+
+
+def test_string_splice_points_stay_inside_strings() -> None:
+    data = orjson.dumps({"key": 'a\\b\u00e9\n"', "n": 1, "é": ["x"]})
+    for at in string_splice_points(data):
+        line = data[:at] + b"\xff" + data[at:]
+        assert orjson.loads(line.replace(b"\xff", b"Z")) != orjson.loads(data)  # it landed in a string
+        with pytest.raises(UnicodeDecodeError):
+            line.decode()
+
+
+keyed_request_json = st.tuples(request_json, st.text(min_size=1, max_size=5) | st.none()).map(
+    lambda t: {**t[0], "key": t[1]} if t[1] is not None else t[0]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(keyed_request_json, min_size=1, max_size=6), st.data())
+def test_validate_reports_invalid_utf8_inside_strings_on_exactly_that_line(
+    objs: list[dict[str, object]], data: st.DataObject
+) -> None:
+    lines = [orjson.dumps(o) for o in objs]
+    with_strings = [i for i, line in enumerate(lines) if string_splice_points(line)]
+    assume(with_strings)
+    bad = data.draw(st.sets(st.sampled_from(with_strings), min_size=1), label="corrupted lines")
+    corrupted = list(lines)
+    offsets: dict[int, int] = {}
+    for index in bad:
+        corrupted[index], offsets[index + 1] = data.draw(spliced(lines[index]), label=f"line {index + 1}")
+    # The reference: the same file with each corrupted line replaced by one that is just as invalid
+    # (and, like it, takes no key): every other line must keep its verdict.
+    reference = [b"x" if i in bad else line for i, line in enumerate(lines)]
+
+    def verdicts(raw: list[bytes]) -> list[tuple[int, str | None, str | None]]:
+        stream = io.BytesIO(b"\n".join(raw))
+        options = v.ValidationOptions(max_examples=100)
+        return [
+            (s.line_number, s.key, s.issue and s.issue.reason) for s in v.scan(stream, options, v.ValidationSummary())
+        ]
+
+    got, expected = verdicts(corrupted), verdicts(reference)
+    assert [g[0] for g in got] == list(range(1, len(lines) + 1))
+    for (number, key, reason), (_, ref_key, ref_reason) in zip(got, expected, strict=True):
+        if number in offsets:
+            # The line's own key is kept (its FAILED row carries it) when the bad bytes spared it.
+            original = objs[number - 1].get("key")
+            intact = (
+                isinstance(original, str) and original and b'"key":' + orjson.dumps(original) in corrupted[number - 1]
+            )
+            assert (key, reason) == (original if intact else None, v.INVALID_UTF8)
+        else:
+            assert (key, reason) == (ref_key, ref_reason)
+    summary = v.validate(io.BytesIO(b"\n".join(corrupted)), v.ValidationOptions(max_examples=100))
+    assert summary.invalid_by_reason.get(v.INVALID_UTF8) == len(bad)
+    for issue in summary.examples[v.INVALID_UTF8]:
+        start = int(issue.detail.removeprefix("invalid UTF-8 at byte ").split(" ")[0])
+        assert offsets[issue.line] <= start < offsets[issue.line] + 5  # at the inserted bytes
+    assert [k.line_number for k in v.keyed_lines(io.BytesIO(b"\n".join(corrupted)))] == [
+        number for number, _, reason in got if reason is None
+    ]
