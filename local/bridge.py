@@ -5,13 +5,19 @@
   Eventarc's headers to every function whose trigger matches the bucket and prefix.
 - Messages on a topic become ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvents
   for each function subscribed to it.
-- A delivery answered with anything but 2xx is retried with exponential backoff (as
-  Eventarc does with RETRY_POLICY_RETRY); after ``max_delivery_attempts`` the message goes
-  to the dead-letter topic, with attributes saying where it came from.
+- A delivery gets at most its function's ``timeout_seconds`` (as on Cloud Run): then the
+  bridge stops waiting and counts a failed attempt, but the handler is not stopped; it keeps
+  running while the redelivery runs beside it.
+- A delivery answered with anything but 2xx (or not answered in time) is retried with
+  exponential backoff, 10 s doubling up to 600 s (as Eventarc's subscriptions do with
+  RETRY_POLICY_RETRY); after ``max_delivery_attempts`` the message goes to the dead-letter
+  topic, with attributes saying where it came from. Between attempts the bridge keeps the
+  message leased (extending its ack deadline) and a single timer thread schedules the
+  redelivery: nothing sleeps per message.
 - Schedules publish a tick to their topic at their interval.
 
 Run by the stack: ``python -m local.bridge --state .local-cloud/state.json``. Intervals and
-backoffs are multiplied by the stack's time scale.
+backoffs are multiplied by the stack's time scale; delivery timeouts and leases are real seconds.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ import argparse
 import base64
 import contextlib
 import logging
+import sched
 import signal
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,7 @@ import orjson
 import requests
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
+from requests.adapters import HTTPAdapter
 
 from local.clients import publisher, subscriber
 from local.stack import Endpoints
@@ -39,6 +50,8 @@ from shared.logs import configure
 
 log = logging.getLogger("local.bridge")
 MIN_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS = 10.0, 600.0
+LEASE_SECONDS, RENEW_BEFORE_SECONDS = 600, 60  # Pub/Sub's longest ack deadline; renewed a minute early
+CONNECT_SECONDS = 10.0
 
 
 def storage_event(message: pubsub_v1.types.PubsubMessage) -> tuple[dict[str, str], bytes]:
@@ -86,6 +99,48 @@ def pubsub_event(
     return headers, orjson.dumps(body)
 
 
+@dataclass
+class Held:
+    """A pulled message the bridge holds (leased) until it is delivered or dead-lettered."""
+
+    function: Function
+    url: str
+    topic: str
+    subscription: str  # the short name
+    path: str  # the full subscription path
+    received: Any  # pubsub_v1.types.ReceivedMessage
+    attempts: int = 0  # failed deliveries so far
+    done: bool = False
+
+
+class Timers:
+    """One thread running short callables at their time (``sched`` woken when an earlier one comes)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.queue = sched.scheduler(time.monotonic)
+        self.wake = threading.Event()
+
+    def after(self, seconds: float, action: Callable[..., object], *args: object) -> None:
+        """Run ``action(*args)`` on the timer thread in ``seconds``."""
+        self.queue.enter(max(seconds, 0.0), 0, self._safely, (action, *args))
+        self.wake.set()
+
+    def run(self) -> None:
+        """Run due actions until stopped."""
+        while not self.stop.is_set():
+            delay = self.queue.run(blocking=False)  # None: nothing scheduled
+            self.wake.wait(delay)
+            self.wake.clear()
+
+    @staticmethod
+    def _safely(action: Callable[..., object], *args: object) -> None:
+        try:
+            action(*args)
+        except Exception:
+            log.exception("timer action failed")
+
+
 class Bridge:
     """Pulls each function's subscription and delivers CloudEvents; runs the schedules."""
 
@@ -94,11 +149,13 @@ class Bridge:
         self.scale = ends.time_scale
         self.publisher = publisher(ends)
         self.subscriber = subscriber(ends)
-        self.attempts: dict[tuple[str, str], int] = {}
-        self.attempts_lock = threading.Lock()
         self.stop = threading.Event()
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="deliver")
+        self.timers = Timers(self.stop)
+        # Each delivery holds a worker for up to its function's timeout: room for many slow ones.
+        workers = 64
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver")
         self.http = requests.Session()
+        self.http.mount("http://", HTTPAdapter(pool_maxsize=workers))
 
     def subscription(self, function: Function) -> tuple[str, str]:
         """Create (once) the push-like subscription of ``function``; return ``(topic, name)``."""
@@ -108,7 +165,7 @@ class Bridge:
         path = self.subscriber.subscription_path(self.ends.project, name)
         with contextlib.suppress(exceptions.AlreadyExists):
             self.subscriber.create_subscription(
-                name=path, topic=self.publisher.topic_path(self.ends.project, topic), ack_deadline_seconds=600
+                name=path, topic=self.publisher.topic_path(self.ends.project, topic), ack_deadline_seconds=LEASE_SECONDS
             )
         return topic, name
 
@@ -126,11 +183,13 @@ class Bridge:
             threads.append(
                 threading.Thread(target=self._tick, args=(schedule.topic, schedule.every_seconds), daemon=True)
             )
+        threads.append(threading.Thread(target=self.timers.run, name="timers", daemon=True))
         for thread in threads:
             thread.start()
         ready.write_text("ready\n")
         log.info("bridge ready", extra={"functions": [f.name for f in self.wiring.functions]})
         self.stop.wait()
+        self.timers.wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _tick(self, topic: str, every: float) -> None:
@@ -153,7 +212,9 @@ class Bridge:
                 self.stop.wait(1)
                 continue
             for received in reply.received_messages:
-                self.pool.submit(self._deliver, function, url, topic, name, received)
+                held = Held(function, url, topic, name, path, received)
+                self.timers.after(LEASE_SECONDS - RENEW_BEFORE_SECONDS, self._renew, held)
+                self.pool.submit(self._attempt, held)
 
     def _matches(self, function: Function, message: pubsub_v1.types.PubsubMessage) -> bool:
         if function.event_type != STORAGE_FINALIZED:
@@ -165,54 +226,79 @@ class Bridge:
             and attributes.get("objectId", "").startswith(function.prefix)
         )
 
-    def _deliver(self, function: Function, url: str, topic: str, name: str, received: Any) -> None:
-        path = self.subscriber.subscription_path(self.ends.project, name)
-        message = received.message
+    def _renew(self, held: Held) -> None:
+        """Keep a held message leased (Pub/Sub would redeliver it otherwise) until it is settled."""
+        if held.done or self.stop.is_set():
+            return
+        self.subscriber.modify_ack_deadline(
+            subscription=held.path, ack_ids=[held.received.ack_id], ack_deadline_seconds=LEASE_SECONDS, timeout=30
+        )
+        self.timers.after(LEASE_SECONDS - RENEW_BEFORE_SECONDS, self._renew, held)
+
+    def _settle(self, held: Held) -> None:
+        held.done = True
+        self.subscriber.acknowledge(subscription=held.path, ack_ids=[held.received.ack_id], timeout=30)
+
+    def _redeliver(self, held: Held) -> None:
+        if not self.stop.is_set():  # stopping: Pub/Sub redelivers it once the lease runs out
+            self.pool.submit(self._attempt, held)
+
+    def _attempt(self, held: Held) -> None:
+        """One delivery attempt; a failure of the bridge itself hands the message back to Pub/Sub."""
+        try:
+            self._deliver(held)
+        except Exception:
+            log.exception("delivery failed in the bridge", extra={"function": held.function.name})
+            held.done = True
+            with contextlib.suppress(Exception):
+                self.subscriber.modify_ack_deadline(
+                    subscription=held.path, ack_ids=[held.received.ack_id], ack_deadline_seconds=0, timeout=30
+                )
+
+    def _deliver(self, held: Held) -> None:
+        function, message = held.function, held.received.message
         if not self._matches(function, message):
-            self.subscriber.acknowledge(subscription=path, ack_ids=[received.ack_id])
+            self._settle(held)
             return
         if function.event_type == STORAGE_FINALIZED:
             headers, body = storage_event(message)
         else:
-            headers, body = pubsub_event(self.ends.project, topic, name, message)
+            headers, body = pubsub_event(self.ends.project, held.topic, held.subscription, message)
+        timeout = function.timeout_seconds  # as a read timeout: a function sends nothing before its answer
         try:
-            status = self.http.post(url, data=body, headers=headers, timeout=540).status_code
+            reply = self.http.post(held.url, data=body, headers=headers, timeout=(CONNECT_SECONDS, timeout))
+            status = reply.status_code
+        except requests.ReadTimeout:
+            # Cloud Run answers 504 at the timeout and leaves the handler running.
+            status, error = 504, f"no answer within {timeout:g}s (the handler keeps running)"
         except requests.RequestException as exc:
             status, error = 0, str(exc)
         else:
             error = ""
-        key = (name, message.message_id)
         fields = {"function": function.name, "event_id": message.message_id, "status": status}
         if 200 <= status < 300:
-            with self.attempts_lock:
-                self.attempts.pop(key, None)
-            self.subscriber.acknowledge(subscription=path, ack_ids=[received.ack_id])
-            log.info("event delivered", extra=fields)
+            self._settle(held)
+            log.info("event delivered", extra={**fields, "attempt": held.attempts + 1})
             return
-        with self.attempts_lock:
-            attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
-        if attempt >= self.wiring.max_delivery_attempts:
+        held.attempts += 1
+        if held.attempts >= self.wiring.max_delivery_attempts:
             dead = self.publisher.topic_path(self.ends.project, self.wiring.dead_letter_topic)
             attributes = {
                 **message.attributes,
-                "source_topic": topic,
-                "source_subscription": name,
+                "source_topic": held.topic,
+                "source_subscription": held.subscription,
                 "function": function.name,
-                "delivery_attempts": str(attempt),
+                "delivery_attempts": str(held.attempts),
             }
             self.publisher.publish(dead, message.data, **attributes).result(timeout=30)
-            self.subscriber.acknowledge(subscription=path, ack_ids=[received.ack_id])
-            with self.attempts_lock:
-                self.attempts.pop(key, None)
-            log.error("event dead-lettered", extra={**fields, "attempts": attempt, "error": error})
+            self._settle(held)
+            log.error("event dead-lettered", extra={**fields, "attempts": held.attempts, "error": error})
             return
-        backoff = min(MAX_BACKOFF_SECONDS, MIN_BACKOFF_SECONDS * 2 ** (attempt - 1)) * self.scale
-        self.subscriber.modify_ack_deadline(
-            subscription=path, ack_ids=[received.ack_id], ack_deadline_seconds=int(backoff)
-        )
+        backoff = min(MAX_BACKOFF_SECONDS, MIN_BACKOFF_SECONDS * 2 ** (held.attempts - 1)) * self.scale
+        self.timers.after(backoff, self._redeliver, held)
         log.warning(
             "event delivery failed: will retry",
-            extra={**fields, "attempt": attempt, "backoff_s": backoff, "error": error},
+            extra={**fields, "attempt": held.attempts, "backoff_s": backoff, "error": error},
         )
 
 

@@ -33,12 +33,17 @@ def storage_client(ends: Endpoints) -> storage.Client:
     )
 
 
-def bigquery_client(ends: Endpoints) -> bigquery.Client:
-    """google-cloud-bigquery against the BigQuery emulator."""
+def bigquery_client(ends: Endpoints, location: str | None = None) -> bigquery.Client:
+    """google-cloud-bigquery against the BigQuery emulator (through the strict proxy).
+
+    Without ``location`` the client looks jobs up in the US multi-region, as on GCP: jobs in a
+    regional dataset (the wiring's) are then not found. Pass ``ends.location`` to find them.
+    """
     return bigquery.Client(
         project=ends.project,
         credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=ends.bigquery),
+        location=location,
     )
 
 

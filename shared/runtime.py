@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 from cloudevents.http import CloudEvent
 
+from shared.config import Settings
 from shared.core.errors import PermanentError
 from shared.core.ids import ObjectRef
 from shared.logs import configure
+from shared.services.ledger import Invocation
 
 log = configure("gbp")
 
@@ -26,6 +28,11 @@ log = configure("gbp")
 def now() -> datetime:
     """The clock, read here (services get time passed in)."""
     return datetime.now(UTC)
+
+
+def invocation(settings: Settings) -> Invocation:
+    """This invocation: the real clock, and the deadline its function's timeout sets."""
+    return Invocation.starting(now, settings.function_timeout_seconds)
 
 
 def event_handler(

@@ -45,21 +45,33 @@ resource "google_storage_bucket_iam_member" "work" {
   member   = each.value
 }
 
-# poll_batches announces finished jobs on batch-finished.
-resource "google_pubsub_topic_iam_member" "poll_publishes_finished" {
-  topic  = google_pubsub_topic.topics["batch-finished"].name
-  role   = "roles/pubsub.publisher"
-  member = local.runtimes["poll_batches"]
+# Who publishes on which topic, and why:
+# - batch-finished: poll_batches announces finished jobs (and nudges collection); every function
+#   that creates job attempts (submitters, collect_results' retries, poll_batches' redrives)
+#   announces an attempt Vertex refused, so that its rows are recorded.
+# - batch-results: whoever completes a run announces it (collect_results, or a submitter whose
+#   jobs were all collected before it finished submitting).
+# - batch-requests: poll_batches asks submit_request to resume a run whose submitter died.
+locals {
+  publishers = {
+    "batch-finished" = ["poll_batches", "submit_batch", "submit_request", "collect_results"]
+    "batch-results"  = ["collect_results", "submit_batch", "submit_request"]
+    "batch-requests" = ["poll_batches"]
+  }
+  publisher_grants = merge([
+    for topic, functions in local.publishers : { for fn in functions : "${topic}/${fn}" => { topic = topic, fn = fn } }
+  ]...)
 }
 
-# collect_results announces finished runs on batch-results.
-resource "google_pubsub_topic_iam_member" "collect_publishes_results" {
-  topic  = google_pubsub_topic.topics["batch-results"].name
-  role   = "roles/pubsub.publisher"
-  member = local.runtimes["collect_results"]
+# Each function publishes on the topics above, and only those.
+resource "google_pubsub_topic_iam_member" "publishers" {
+  for_each = local.publisher_grants
+  topic    = google_pubsub_topic.topics[each.value.topic].name
+  role     = "roles/pubsub.publisher"
+  member   = local.runtimes[each.value.fn]
 }
 
-# collect_results (rows) and the submitters (rejected lines) load into the dataset.
+# collect_results (rows) and the submitters (rejected lines, and a run's summary when they complete it) load and query.
 resource "google_bigquery_dataset_iam_member" "writers" {
   for_each   = toset(["submit_batch", "submit_request", "collect_results"])
   dataset_id = google_bigquery_dataset.pipeline.dataset_id

@@ -22,10 +22,13 @@ resource "google_storage_bucket" "work" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   labels                      = var.labels
+  # Work files are deleted a while after their run finished, never before: the pipeline sets
+  # their custom time once the run is complete (or rejected). An object without one is kept,
+  # however old (a job may wait 72 h queued, a collection may wait for an operator).
   lifecycle_rule {
     condition {
-      age            = 30
-      matches_prefix = ["staging/", "rows/", "outputs/"]
+      days_since_custom_time = var.work_retention_days
+      matches_prefix         = ["staging/", "rows/", "outputs/"]
     }
     action {
       type = "Delete"

@@ -80,6 +80,22 @@ variable "run_timeout_seconds" {
   default     = 86400
 }
 
+variable "cancel_timeout_seconds" {
+  type        = number
+  description = "A job still cancelling on Vertex after this long is given up on and its rows re-submitted."
+  default     = 3600
+}
+
+variable "work_retention_days" {
+  type        = number
+  description = "Work files (staged inputs, Vertex outputs, staged rows) are deleted this many days after their run finished."
+  default     = 30
+  validation {
+    condition     = var.work_retention_days >= 1
+    error_message = "work_retention_days must be at least 1."
+  }
+}
+
 variable "labels" {
   type        = map(string)
   description = "Labels on every resource that takes them."

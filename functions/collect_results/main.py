@@ -7,7 +7,7 @@ from cloudevents.http import CloudEvent
 
 from shared.adapters import ports
 from shared.config import Settings
-from shared.runtime import event_handler, now, pubsub_message
+from shared.runtime import event_handler, invocation, pubsub_message
 from shared.services.collect import collect, finished_job
 
 SETTINGS = Settings.from_env(os.environ)
@@ -17,6 +17,7 @@ SETTINGS = Settings.from_env(os.environ)
 @event_handler("google.cloud.pubsub.topic.v1.messagePublished", SETTINGS.max_event_age_seconds)
 def collect_results(event: CloudEvent) -> str:
     """Collect the finished job the message names."""
+    inv = invocation(SETTINGS)
     payload, _ = pubsub_message(event)
     finished_job(payload)  # a malformed message is dropped before any client is built
-    return collect(payload, SETTINGS, ports(SETTINGS), now())
+    return collect(payload, SETTINGS, ports(SETTINGS), inv)

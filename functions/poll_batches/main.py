@@ -1,4 +1,4 @@
-"""poll_batches: a scheduler tick -> every followed job read once; final states announced."""
+"""poll_batches: a scheduler tick -> every followed job and run driven on once; final states announced."""
 
 import os
 
@@ -7,7 +7,7 @@ from cloudevents.http import CloudEvent
 
 from shared.adapters import ports
 from shared.config import Settings
-from shared.runtime import event_handler, now
+from shared.runtime import event_handler, invocation
 from shared.services.poll import poll
 
 SETTINGS = Settings.from_env(os.environ)
@@ -16,5 +16,5 @@ SETTINGS = Settings.from_env(os.environ)
 @functions_framework.cloud_event
 @event_handler("google.cloud.pubsub.topic.v1.messagePublished", SETTINGS.max_event_age_seconds)
 def poll_batches(event: CloudEvent) -> dict:
-    """Poll the jobs the ledger follows."""
-    return poll(SETTINGS, ports(SETTINGS), now())
+    """Poll the jobs and runs the ledger follows."""
+    return poll(SETTINGS, ports(SETTINGS), invocation(SETTINGS))

@@ -10,6 +10,10 @@ Job faults come from labels named ``emulator-<fault>`` or from rules set through
 admin endpoint (see server.py): ``fail``, ``expire``, ``cancel``, ``partial``,
 ``stuck-queued``, ``stuck-running``, ``error-details``, ``slow``, ``incremental``
 (an output file appears while RUNNING) and ``files`` (value: how many output files).
+
+Call faults (``CallFault``) make the REST calls themselves fail: an HTTP error, a connection
+dropped before or after the operation ran, or a late answer. The store keeps and matches them;
+server.py acts them out on the wire.
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ FAULTS = frozenset(
         "files",
     }
 )
+# What a REST call can be made to do instead of answering (see CallFault); "-after": once the operation ran.
+DROPS = frozenset({"reset", "reset-after", "disconnect", "disconnect-after"})
+CALLS = ("create", "get", "list")
+STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 # Emulated seconds spent in each state (before time_scale).
 QUEUED_SECONDS, PENDING_SECONDS, RUNNING_SECONDS, PER_REQUEST_SECONDS, EXPIRE_SECONDS = 2.0, 1.0, 1.0, 0.002, 5.0
 
@@ -71,6 +92,74 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON error body."""
         return {"error": {"code": self.code, "message": self.message, "status": self.status}}
+
+
+@dataclass
+class CallFault:
+    """What the next matching REST call does instead of answering normally.
+
+    ``fault``: an HTTP code (answered as Vertex's JSON error), ``"reset"`` / ``"disconnect"``
+    (the connection is reset / closed before the operation runs), ``"reset-after"`` /
+    ``"disconnect-after"`` (the operation runs, then the connection goes without an answer) or
+    ``"delay"`` (the operation runs, the answer comes ``seconds`` later). ``job`` (an id or a
+    full name) and ``labels`` narrow which calls match; ``count`` is how many of them (-1: every
+    one, until the faults are cleared).
+    """
+
+    fault: int | str
+    job: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    count: int = 1
+    seconds: float = 0.0
+
+    @classmethod
+    def parse(cls, call: str, entry: Any) -> CallFault:
+        """One entry of ``{"create" | "get" | "list": [...]}``: a code, a name, or an object."""
+        spec = entry if isinstance(entry, dict) else {"fault": entry}
+        unknown = set(spec) - {"fault", "job", "labels", "count", "seconds"}
+        raw = spec.get("fault")
+        fault: int | str = int(raw) if isinstance(raw, int) or str(raw).isdigit() else str(raw)
+        job = str(spec.get("job") or "").rsplit("/", 1)[-1]
+        problems = [f"unknown keys {sorted(unknown)}"] if unknown else []
+        try:
+            count, seconds = int(spec.get("count", 1)), float(spec.get("seconds", 0))
+        except (TypeError, ValueError):
+            count, seconds = 1, 0.0
+            problems.append("count and seconds are numbers")
+        if isinstance(fault, int) and not 400 <= fault <= 599:
+            problems.append(f"HTTP code {fault} is not an error")
+        if isinstance(fault, str) and fault not in DROPS | {"delay"}:
+            problems.append(f"unknown fault {fault!r}")
+        if (fault == "delay") != (seconds > 0):
+            problems.append('"delay" needs "seconds" > 0 (and only "delay" takes seconds)')
+        if job and call != "get":
+            problems.append('"job" applies to get only')
+        if count == 0 or count < -1:
+            problems.append("count is a positive number or -1 (always)")
+        if problems:
+            raise ApiError(400, "INVALID_ARGUMENT", f"emulator: bad {call} fault {entry!r}: {'; '.join(problems)}")
+        labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+        return cls(fault, job=job, labels=labels, count=count, seconds=seconds)
+
+    def matches(self, job_id: str, labels: dict[str, str]) -> bool:
+        """Whether a call about ``job_id`` / jobs with ``labels`` is one this fault targets."""
+        return (not self.job or self.job == job_id) and all(labels.get(k) == v for k, v in self.labels.items())
+
+    def error(self, call: str) -> ApiError:
+        """The error answered for an HTTP-code fault."""
+        assert isinstance(self.fault, int)
+        return ApiError(self.fault, STATUS.get(self.fault, "UNKNOWN"), f"emulator: injected {self.fault} on {call}")
+
+    def view(self) -> dict[str, Any]:
+        """The fault as the admin API shows it."""
+        shown: dict[str, Any] = {"fault": self.fault, "count": self.count}
+        if self.job:
+            shown["job"] = self.job
+        if self.labels:
+            shown["labels"] = self.labels
+        if self.seconds:
+            shown["seconds"] = self.seconds
+        return shown
 
 
 def rfc3339(moment: float) -> str:
@@ -149,7 +238,7 @@ class JobStore:
         self.lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
         self.next_id = 7_000_000_000_000_000_000
-        self.create_errors: list[int] = []
+        self.call_faults: dict[str, list[CallFault]] = {call: [] for call in CALLS}
         self.job_rules: list[dict[str, Any]] = []
         self.once_seen: set[bytes] = set()
         self._stop = threading.Event()
@@ -179,14 +268,50 @@ class JobStore:
     def _seconds(self, job: Job, seconds: float) -> float:
         return seconds * self.time_scale * (10 if "slow" in job.faults else 1)
 
+    # --- call faults -----------------------------------------------------------------------
+    def add_faults(self, body: dict[str, Any]) -> None:
+        """Queue ``{"create" | "get" | "list": [entries], "jobs": [job rules]}`` (all checked first)."""
+        parsed = {call: [CallFault.parse(call, entry) for entry in body.get(call) or []] for call in CALLS}
+        with self.lock:
+            for call, faults in parsed.items():
+                self.call_faults[call].extend(faults)
+            self.job_rules.extend(body.get("jobs") or [])
+
+    def clear_faults(self) -> None:
+        """Forget every queued call fault and job rule (jobs stay)."""
+        with self.lock:
+            for faults in self.call_faults.values():
+                faults.clear()
+            self.job_rules.clear()
+
+    def faults_view(self) -> dict[str, Any]:
+        """The queued faults, as the admin API shows them."""
+        with self.lock:
+            return {**{c: [f.view() for f in fs] for c, fs in self.call_faults.items()}, "jobs": self.job_rules}
+
+    def take_fault(self, call: str, job_id: str = "", labels: dict[str, str] | None = None) -> CallFault | None:
+        """The first queued fault this call matches, used once (unless its count is -1)."""
+        with self.lock:
+            queue = self.call_faults[call]
+            for fault in queue:
+                if fault.matches(job_id, labels or {}):
+                    if fault.count > 0:
+                        fault.count -= 1
+                        if fault.count == 0:
+                            queue.remove(fault)
+                    return fault
+            return None
+
+    def labels_of(self, job_id: str) -> dict[str, str]:
+        """A job's labels ({} for an unknown job)."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+            return dict(job.resource.get("labels") or {}) if job else {}
+
     # --- the REST operations ---------------------------------------------------------------
     def create(self, project: str, location: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Create a job (QUEUED); injected create errors are raised first."""
+        """Create a job (QUEUED)."""
         with self.lock:
-            if self.create_errors:
-                code = self.create_errors.pop(0)
-                status = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(code, "INTERNAL")
-                raise ApiError(code, status, f"emulator: injected {code} on create")
             _check_create(body)
             job_id = str(self.next_id)
             self.next_id += 1
@@ -513,6 +638,12 @@ def _check_create(body: dict[str, Any]) -> None:
     for key, value in (body.get("labels") or {}).items():
         if not _LABEL.fullmatch(key) or not _LABEL_VALUE.fullmatch(str(value)):
             raise ApiError(400, "INVALID_ARGUMENT", f"invalid label {key}={value}")
+
+
+def filter_labels(text: str) -> dict[str, str]:
+    """The ``labels.k="v"`` terms of a list filter, as a dict (what a list fault can target)."""
+    found = re.findall(r'labels\.([a-z0-9_-]+)\s*=\s*"?([a-z0-9_-]*)"?', text or "")
+    return dict(found)
 
 
 def parse_filter(text: str) -> list[Callable[[dict[str, Any]], bool]]:

@@ -1,17 +1,40 @@
-"""The composition root: the only place Google clients are built (once per process, lazily)."""
+"""The composition root: the only place Google clients are built (once per process, lazily, under a lock).
+
+A function serves concurrent requests on several threads. Two threads building "the cached
+client" at once would make two, and the one nobody keeps is garbage-collected — google-genai's
+``Client.__del__`` closes its connection, in the middle of that thread's request. So every
+client is built once per process under one lock, and kept referenced for the process's life.
+"""
 
 from __future__ import annotations
 
 import os
-from functools import cache
-from typing import Any
+import threading
+from typing import Any, Final
 
 from shared.config import Settings
 from shared.ports import Ports
 
+CREATE_TIMEOUT_MS: Final = 60_000  # every Vertex call gives up after this (the claim's margin covers it)
+_lock = threading.RLock()
+_genai: dict[tuple[str, str], Any] = {}
+_ports: dict[Settings, Ports] = {}
 
-@cache
-def _genai_client(location: str, project: str) -> Any:
+
+def genai_client(location: str, project: str) -> Any:
+    """The process's google-genai client for ``location`` (built once)."""
+    key = (location, project)
+    client = _genai.get(key)
+    if client is not None:
+        return client
+    with _lock:
+        client = _genai.get(key)
+        if client is None:
+            client = _genai[key] = _build_genai(location, project)
+        return client
+
+
+def _build_genai(location: str, project: str) -> Any:
     from google import genai
     from google.genai import types
 
@@ -24,9 +47,11 @@ def _genai_client(location: str, project: str) -> Any:
             project=project,
             location=location,
             credentials=google.oauth2.credentials.Credentials(token="local"),
-            http_options=types.HttpOptions(base_url=base_url, api_version="v1"),
+            http_options=types.HttpOptions(base_url=base_url, api_version="v1", timeout=CREATE_TIMEOUT_MS),
         )
-    return genai.Client(vertexai=True, project=project, location=location)
+    return genai.Client(
+        vertexai=True, project=project, location=location, http_options=types.HttpOptions(timeout=CREATE_TIMEOUT_MS)
+    )
 
 
 def _raw_get(name: str, location: str) -> dict[str, Any]:
@@ -48,9 +73,19 @@ def _raw_get(name: str, location: str) -> dict[str, Any]:
     return dict(reply.json())
 
 
-@cache
 def ports(settings: Settings) -> Ports:
-    """Build the adapters for ``settings`` (cached: clients are reused across invocations)."""
+    """The adapters for ``settings`` (built once per process; clients are reused across invocations)."""
+    built = _ports.get(settings)
+    if built is not None:
+        return built
+    with _lock:
+        built = _ports.get(settings)
+        if built is None:
+            built = _ports[settings] = _build_ports(settings)
+        return built
+
+
+def _build_ports(settings: Settings) -> Ports:
     from google.cloud import bigquery, pubsub_v1, storage  # type: ignore[attr-defined]
 
     from shared.adapters.bigquery import BigQueryWarehouse
@@ -73,12 +108,13 @@ def ports(settings: Settings) -> Ports:
             project=settings.project,
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=bq_host),
+            location=settings.bq_location,
         )
     else:
-        bq = bigquery.Client(project=settings.project)
+        bq = bigquery.Client(project=settings.project, location=settings.bq_location)
     return Ports(
         store=GcsStore(storage_client),
-        jobs=VertexBatchJobs(lambda location: _genai_client(location, settings.project), _raw_get),
-        warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset),
+        jobs=VertexBatchJobs(lambda location: genai_client(location, settings.project), _raw_get),
+        warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset, settings.bq_location),
         bus=PubSubBus(pubsub_v1.PublisherClient(), settings.project),
     )

@@ -1,8 +1,13 @@
-"""Warehouse on BigQuery: load jobs only (no streaming inserts), deterministic job ids."""
+"""Warehouse on BigQuery: load jobs only (no streaming inserts), deterministic job ids, regional jobs.
+
+Every job is created and looked up with the dataset's location: for a dataset outside the
+US/EU multi-regions, ``jobs.get`` without it answers 404 as if the job did not exist.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from importlib import resources
 from string import Template
@@ -12,8 +17,10 @@ import orjson
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from shared.adapters.errors import call
+from shared.adapters.errors import RETRYABLE_REASONS, call
+from shared.core.errors import TransientError
 from shared.core.schema import load_schema
+from shared.ports import LoadResult, LoadState
 
 _PARTITION_FIELD = "loaded_at"
 
@@ -35,47 +42,60 @@ def view_query(project: str, dataset: str) -> str:
 class BigQueryWarehouse:
     """The pipeline's dataset: predictions, batch_jobs, latest_predictions."""
 
-    def __init__(self, client: bigquery.Client, project: str, dataset: str) -> None:
-        self.client, self.project, self.dataset = client, project, dataset
+    def __init__(self, client: bigquery.Client, project: str, dataset: str, location: str) -> None:
+        self.client, self.project, self.dataset, self.location = client, project, dataset, location
 
     def table(self, name: str) -> str:
         """Fully qualified table id."""
         return f"{self.project}.{self.dataset}.{name}"
 
-    def load_state(self, job_id: str) -> str | None:
-        """The load job's state, or None when it does not exist."""
+    def _get_job(self, job_id: str) -> Any:
+        """The job ``job_id`` in the dataset's location, or None."""
         try:
-            job = call(f"reading load job {job_id}", lambda: self.client.get_job(job_id))
+            return call(f"reading load job {job_id}", lambda: self.client.get_job(job_id, location=self.location))
         except Exception as exc:
             if isinstance(exc.__cause__, gexc.NotFound):
                 return None
             raise
-        if job.state == "DONE" and job.error_result:
-            return f"FAILED: {job.error_result.get('message')}"
-        return str(job.state)
 
-    def load(self, source_uri: str, table: str, job_id: str) -> None:
-        """Append an NDJSON file; a second load with the same id is refused by BigQuery (409)."""
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-            schema=schema_fields(table),
-            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-            ignore_unknown_values=True,  # rows carry the output line's own key/status members
-            max_bad_records=0,
-        )
-        job: Any
-        try:
-            job = call(
-                f"loading {source_uri}",
-                lambda: self.client.load_table_from_uri(
-                    source_uri, self.table(table), job_id=job_id, job_config=config
-                ),
+    def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
+        """Absent -> create; 409 -> that job; PENDING/RUNNING -> wait (TransientError after ``wait_seconds``)."""
+        job = self._get_job(job_id)
+        if job is None:
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+                schema=schema_fields(table),
+                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+                ignore_unknown_values=True,  # rows carry the output line's own key/status members
+                max_bad_records=0,
             )
-        except Exception as exc:
-            if not isinstance(exc.__cause__, gexc.Conflict):
-                raise
-            job = self.client.get_job(job_id)  # already submitted once: wait for that one
-        call(f"loading {source_uri}", lambda: job.result(timeout=600))
+            try:
+                job = call(
+                    f"loading {source_uri}",
+                    lambda: self.client.load_table_from_uri(
+                        source_uri, self.table(table), job_id=job_id, job_config=config, location=self.location
+                    ),
+                )
+            except Exception as exc:
+                if not isinstance(exc.__cause__, gexc.Conflict):
+                    raise
+                job = self._get_job(job_id)  # created by another invocation (or our own lost answer)
+                if job is None:
+                    raise TransientError(f"load job {job_id} exists (409) but cannot be read yet") from exc
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.5
+        while job.state != "DONE":
+            if time.monotonic() >= deadline:
+                raise TransientError(f"load job {job_id} still {job.state} after {wait_seconds:.0f} s; retried")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 10.0)
+            call(f"reading load job {job_id}", job.reload)  # the job carries its location
+        error = job.error_result
+        if not error:
+            return LoadResult(job_id, LoadState.DONE)
+        reasons = {str(e.get("reason")) for e in [error, *(job.errors or [])] if isinstance(e, dict)}
+        message = f"{error.get('reason')}: {error.get('message')}"
+        return LoadResult(job_id, LoadState.FAILED, message, retryable=bool(reasons & RETRYABLE_REASONS))
 
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """Counts per outcome, attempts, tokens (from latest_predictions)."""
@@ -88,7 +108,10 @@ class BigQueryWarehouse:
             FROM `{self.table("latest_predictions")}` WHERE run_id = @run GROUP BY outcome
         """  # the table name is ours; the run id is a query parameter
         config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("run", "STRING", run_id)])
-        rows = call("summarizing a run", lambda: list(self.client.query(query, job_config=config).result()))
+        rows = call(
+            "summarizing a run",
+            lambda: list(self.client.query(query, job_config=config, location=self.location).result()),
+        )
         counts = {r["outcome"]: int(r["n"]) for r in rows}
         tokens = {
             k: sum(int(r[k] or 0) for r in rows)
@@ -117,10 +140,10 @@ class BigQueryWarehouse:
                 line["key"] = values["key"]
             yield orjson.dumps(line, default=str)
 
-    def ensure(self, location: str = "US") -> None:
+    def ensure(self, location: str | None = None) -> None:
         """Create the dataset, tables and view if missing (Terraform does this in GCP; the local cloud uses it)."""
         dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
-        dataset.location = location
+        dataset.location = location or self.location
         self.client.create_dataset(dataset, exists_ok=True)
         predictions = bigquery.Table(self.table("predictions"), schema=schema_fields("predictions"))
         predictions.time_partitioning = bigquery.TimePartitioning(field=_PARTITION_FIELD)

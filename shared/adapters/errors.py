@@ -1,18 +1,60 @@
-"""Translate Google client exceptions into PermanentError / TransientError."""
+"""Translate Google client exceptions into PermanentError / TransientError (the runtime's retry policy).
+
+Network failures of every client library the adapters use (requests under google-cloud-*,
+httpx under google-genai, grpc under Pub/Sub, google-auth's transport) are transient, and so
+are BigQuery's rate and quota refusals, which come as 403 or 400 with a reason.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import requests
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exceptions
 
-from shared.core.errors import ConflictError, PermanentError, TransientError
+from shared.core.errors import ConflictError, RefusedError, TransientError
 
 T = TypeVar("T")
-RETRYABLE_CODES = frozenset({408, 429, 500, 502, 503, 504})
+RETRYABLE_CODES: Final = frozenset({408, 429, 500, 502, 503, 504})
+# BigQuery error reasons that are the service's, not the request's (cloud.google.com/bigquery/docs/error-messages).
+RETRYABLE_REASONS: Final = frozenset(
+    {"backendError", "internalError", "rateLimitExceeded", "quotaExceeded", "jobBackendError", "jobInternalError"}
+)
+
+
+def _httpx_errors() -> tuple[type[BaseException], ...]:
+    """``TransportError`` (ConnectError, ReadError, RemoteProtocolError, timeouts) of httpx and of httpx2.
+
+    google-genai 3.x sends with httpx2 (a fork with its own classes) when it is installed,
+    else httpx; 1.56 with httpx. Whichever is installed must be caught.
+    """
+    found: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+NETWORK_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    *_httpx_errors(),
+    auth_exceptions.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def reasons(exc: gexc.GoogleAPICallError) -> set[str]:
+    """The ``reason`` of each error a Google API returned."""
+    return {str(e.get("reason")) for e in (exc.errors or []) if isinstance(e, dict)}
 
 
 @contextmanager
@@ -25,9 +67,11 @@ def translated(what: str) -> Iterator[None]:
     except (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError, gexc.DeadlineExceeded) as exc:
         raise TransientError(f"{what}: {exc}") from exc
     except gexc.GoogleAPICallError as exc:
-        raise PermanentError(f"{what}: {exc}") from exc
-    except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError) as exc:
-        raise TransientError(f"{what}: {exc}") from exc
+        if reasons(exc) & RETRYABLE_REASONS:
+            raise TransientError(f"{what}: {exc}") from exc
+        raise RefusedError(f"{what}: {exc}", exc.code if isinstance(exc.code, int) else None) from exc
+    except NETWORK_ERRORS as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def call(what: str, fn: Callable[[], T]) -> T:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import BinaryIO
 
+from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from shared.adapters.errors import call, translated
+
+READ_CHUNK = 8 << 20  # one ranged request per 8 MiB; callers read in blocks (core.lines.iter_lines)
 
 
 def split(uri: str) -> tuple[str, str]:
@@ -31,8 +35,8 @@ class GcsStore:
 
     @contextmanager
     def open(self, uri: str, generation: str | None = None) -> Iterator[BinaryIO]:
-        """Stream one object (of that generation) in 8 MiB chunks."""
-        with translated(f"reading {uri}"), self._blob(uri, generation).open("rb", chunk_size=8 << 20) as reader:
+        """Stream one object (of that generation). ``BlobReader`` has no fast readline: read it in blocks."""
+        with translated(f"reading {uri}"), self._blob(uri, generation).open("rb", chunk_size=READ_CHUNK) as reader:
             yield reader
 
     def read(self, uri: str) -> tuple[bytes, int] | None:
@@ -42,8 +46,19 @@ class GcsStore:
         if blob is None:
             return None
         generation = int(blob.generation)
-        data = call(f"reading {uri}", lambda: blob.download_as_bytes(if_generation_match=generation))
+        try:
+            data = call(f"reading {uri}", lambda: blob.download_as_bytes(if_generation_match=generation))
+        except Exception as exc:
+            if isinstance(exc.__cause__, (gexc.NotFound, gexc.PreconditionFailed)):
+                return self.read(uri)  # replaced or deleted between the two requests: read again
+            raise
         return data, generation
+
+    def generation(self, uri: str) -> str | None:
+        """The object's current generation, or None."""
+        bucket, name = split(uri)
+        blob = call(f"reading {uri}", lambda: self.client.bucket(bucket).get_blob(name))
+        return None if blob is None else str(blob.generation)
 
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
         """Write a small object (one request, so the precondition holds)."""
@@ -54,8 +69,10 @@ class GcsStore:
 
     @contextmanager
     def writer(self, uri: str) -> Iterator[BinaryIO]:
-        """Stream a large object; it appears whole when the writer closes."""
-        with translated(f"writing {uri}"), self._blob(uri).open("wb", chunk_size=8 << 20) as out:
+        """Stream a large object; it appears whole when the block ends, and not at all when it fails."""
+        # BlobWriter cancels its resumable upload when the block raises (and small objects are
+        # only sent at close), so a failed writer never leaves a half-written object behind.
+        with translated(f"writing {uri}"), self._blob(uri).open("wb", chunk_size=READ_CHUNK) as out:
             yield out
 
     def list(self, prefix_uri: str) -> list[str]:
@@ -66,10 +83,18 @@ class GcsStore:
 
     def delete(self, uri: str) -> None:
         """Delete if present."""
-        from google.api_core.exceptions import NotFound
-
         try:
             call(f"deleting {uri}", self._blob(uri).delete)
         except Exception as exc:
-            if not isinstance(exc.__cause__, NotFound):
+            if not isinstance(exc.__cause__, gexc.NotFound):
                 raise
+
+    def set_custom_time(self, uri: str, when: datetime) -> None:
+        """Set ``customTime`` (GCS only lets it move forward: an earlier time is left as it is)."""
+        blob = self._blob(uri)
+        blob.custom_time = when
+        try:
+            call(f"updating {uri}", blob.patch)
+        except Exception as exc:
+            if not isinstance(exc.__cause__, (gexc.NotFound, gexc.BadRequest)):
+                raise  # gone already, or a later custom time is set: nothing to do

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import requests
 from google.genai import Client, errors, types
 
-from shared.core.errors import PermanentError, TransientError
-from shared.ports import VertexJob
+from shared.adapters.errors import NETWORK_ERRORS, RETRYABLE_CODES
+from shared.core.errors import RefusedError, TransientError
+from shared.ports import JobError, VertexJob
 
 
 def _state(job: Any) -> str:
@@ -17,22 +17,29 @@ def _state(job: Any) -> str:
     return str(getattr(state, "value", state))
 
 
-def _error(job: Any) -> str | None:
-    error = getattr(job, "error", None)
-    if error is None:
+def _error(error: Any) -> JobError | None:
+    """A job's ``error`` (SDK object or REST dict) as a value."""
+    if not error:
         return None
-    message = getattr(error, "message", None) if not isinstance(error, dict) else error.get("message")
-    return str(message or error)
+    get = error.get if isinstance(error, dict) else lambda name: getattr(error, name, None)
+    code = get("code")
+    message = get("message") or str(error)
+    return JobError(code if isinstance(code, int) else None, None, str(message))
 
 
-def _translate(what: str, exc: Exception) -> Exception:
+def _job(job: Any) -> VertexJob:
+    return VertexJob(str(job.name), _state(job), _error(getattr(job, "error", None)))
+
+
+def translate(what: str, exc: Exception) -> Exception:
+    """An SDK or network failure as one of our errors (anything else is returned as it is)."""
     if isinstance(exc, errors.APIError):
         code = getattr(exc, "code", 0) or 0
-        if code in (408, 429) or code >= 500:
+        if code in RETRYABLE_CODES or code >= 500:
             return TransientError(f"{what}: {code} {exc}")
-        return PermanentError(f"{what}: {code} {exc}")
-    if isinstance(exc, (requests.ConnectionError, ConnectionError, TimeoutError)):
-        return TransientError(f"{what}: {exc}")
+        return RefusedError(f"{what}: {code} {exc}", code, getattr(exc, "status", None) or None)
+    if isinstance(exc, NETWORK_ERRORS):
+        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
     return exc
 
 
@@ -57,29 +64,31 @@ class VertexBatchJobs:
                 model=model, src=types.BatchJobSource(gcs_uri=[input_uri]), config=config
             )
         except Exception as exc:
-            raise _translate("creating a batch job", exc) from exc
-        return VertexJob(str(job.name), _state(job), _error(job))
+            raise translate("creating a batch job", exc) from exc
+        return _job(job)
 
     def get(self, name: str, location: str) -> VertexJob:
         """``batches.get``; when the SDK cannot parse the job (structured error.details), read it raw."""
         try:
             job = self.client_for(location).batches.get(name=name)
         except (AttributeError, ValueError):  # 1.56: AttributeError; 3.x: pydantic ValidationError
-            raw = self.raw_get(name, location)
-            error = raw.get("error") or {}
-            return VertexJob(name, str(raw.get("state", "")), error.get("message") if error else None)
+            try:
+                raw = self.raw_get(name, location)
+            except Exception as exc:
+                raise translate(f"reading {name}", exc) from exc
+            return VertexJob(name, str(raw.get("state", "")), _error(raw.get("error")))
         except Exception as exc:
-            raise _translate(f"reading {name}", exc) from exc
-        return VertexJob(str(job.name), _state(job), _error(job))
+            raise translate(f"reading {name}", exc) from exc
+        return _job(job)
 
     def find(self, labels: dict[str, str], location: str) -> VertexJob | None:
         """The newest job carrying all ``labels``."""
         query = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(labels.items()))
         try:
             for job in self.client_for(location).batches.list(config=types.ListBatchJobsConfig(filter=query)):
-                return VertexJob(str(job.name), _state(job), _error(job))
+                return _job(job)
         except Exception as exc:
-            raise _translate("listing batch jobs", exc) from exc
+            raise translate("listing batch jobs", exc) from exc
         return None
 
     def cancel(self, name: str, location: str) -> None:
@@ -87,4 +96,4 @@ class VertexBatchJobs:
         try:
             self.client_for(location).batches.cancel(name=name)
         except Exception as exc:
-            raise _translate(f"cancelling {name}", exc) from exc
+            raise translate(f"cancelling {name}", exc) from exc

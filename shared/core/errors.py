@@ -23,3 +23,11 @@ class KeyCollisionError(PermanentError):
 
 class ConflictError(PipelineError):
     """A conditional write lost: someone else changed the object first."""
+
+
+class RefusedError(PermanentError):
+    """A service refused a request for good (HTTP 4xx other than 408/429): its code and canonical status."""
+
+    def __init__(self, message: str, code: int | None = None, status: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status

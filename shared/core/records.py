@@ -1,20 +1,29 @@
-"""What the ledger keeps: runs and job attempts, as plain values (JSON in the ledger store)."""
+"""What the ledger keeps: runs and job attempts as plain values, and the one table of their states.
+
+Every status change goes through :func:`move`, which checks it against :data:`TRANSITIONS`.
+:data:`TIMEOUTS` says, for every non-terminal state, what moves it on when its holder dies;
+the README's state table is generated from both (and a test holds the README to it).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Self
 
-RUN_SUBMITTING: Final = "SUBMITTING"
-RUN_REJECTED: Final = "REJECTED"
-RUN_RUNNING: Final = "RUNNING"
-RUN_COMPLETE: Final = "COMPLETE"
+RUN_SUBMITTING: Final = "SUBMITTING"  # a submitter holds it (lease): validating, staging, creating jobs
+RUN_REJECTED: Final = "REJECTED"  # nothing was submitted; the report says why
+RUN_RUNNING: Final = "RUNNING"  # every chunk has its first attempt; attempts are followed
+RUN_COMPLETE: Final = "COMPLETE"  # every chunk's latest attempt is collected; ``announced`` once published
 
-JOB_CLAIMED: Final = "CLAIMED"  # about to call batches.create
+JOB_CLAIMED: Final = "CLAIMED"  # about to call batches.create (lease); followed by the poller from now on
 JOB_SUBMITTED: Final = "SUBMITTED"  # Vertex has it; ``vertex_state`` follows it
-JOB_FINISHED: Final = "FINISHED"  # Vertex reached a final state; batch-finished published
+JOB_FINISHED: Final = "FINISHED"  # final on Vertex (or refused at create); batch-finished published
 JOB_COLLECTING: Final = "COLLECTING"  # a collector holds it (lease)
-JOB_COLLECTED: Final = "COLLECTED"  # rows loaded, retries submitted
+JOB_COLLECTED: Final = "COLLECTED"  # rows loaded, retries submitted, batch_jobs row loaded
+JOB_UNCOLLECTABLE: Final = "UNCOLLECTABLE"  # collection failed for a permanent reason (``error`` says which)
+
+RUN_TERMINAL: Final = frozenset({RUN_REJECTED, RUN_COMPLETE})
+JOB_TERMINAL: Final = frozenset({JOB_COLLECTED, JOB_UNCOLLECTABLE})
 
 VERTEX_FINAL: Final = frozenset(
     {
@@ -25,6 +34,168 @@ VERTEX_FINAL: Final = frozenset(
         "JOB_STATE_PARTIALLY_SUCCEEDED",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One allowed status change of a run or a job attempt."""
+
+    name: str
+    kind: str  # "run" or "job"
+    sources: tuple[str, ...]  # "" = the record does not exist yet
+    target: str
+    by: str
+    when: str
+    holds: bool = False  # the mover keeps holding the record (its lease) after the move
+
+
+TRANSITIONS: Final = (
+    Transition(
+        "claim", "run", ("",), RUN_SUBMITTING, "submit_batch, submit_request", "an upload or a message", holds=True
+    ),
+    Transition(
+        "resume",
+        "run",
+        (RUN_SUBMITTING,),
+        RUN_SUBMITTING,
+        "submit_batch, submit_request",
+        "a redelivery, or the poller's resume message, once the holder's lease has lapsed",
+        holds=True,
+    ),
+    Transition(
+        "reject",
+        "run",
+        (RUN_SUBMITTING,),
+        RUN_REJECTED,
+        "submit_batch, submit_request",
+        "invalid lines (without SKIP_INVALID_LINES), no requests, or a source that cannot be read",
+    ),
+    Transition(
+        "start", "run", (RUN_SUBMITTING,), RUN_RUNNING, "submit_batch, submit_request", "every chunk has attempt 1"
+    ),
+    Transition(
+        "complete",
+        "run",
+        (RUN_RUNNING,),
+        RUN_COMPLETE,
+        "collect_results, submit_*",
+        "every chunk's latest attempt is COLLECTED or UNCOLLECTABLE",
+        holds=True,
+    ),
+    Transition(
+        "announce",
+        "run",
+        (RUN_COMPLETE,),
+        RUN_COMPLETE,
+        "collect_results, submit_*",
+        "published on batch-results (`announced`)",
+    ),
+    Transition(
+        "claim",
+        "job",
+        ("",),
+        JOB_CLAIMED,
+        "submit_*, collect_results (retry), poll_batches",
+        "a chunk needs an attempt",
+        holds=True,
+    ),
+    Transition(
+        "resume",
+        "job",
+        (JOB_CLAIMED,),
+        JOB_CLAIMED,
+        "poll_batches, a redelivery",
+        "the holder's lease lapsed or was released after a failed create",
+        holds=True,
+    ),
+    Transition(
+        "submitted",
+        "job",
+        (JOB_CLAIMED,),
+        JOB_SUBMITTED,
+        "the claim holder",
+        "batches.create answered, or a job with the attempt's labels was found",
+    ),
+    Transition(
+        "refused",
+        "job",
+        (JOB_CLAIMED,),
+        JOB_FINISHED,
+        "the claim holder",
+        "batches.create refused the job for good (e.g. an unknown model): its rows become MISSING with the reason",
+    ),
+    Transition("finished", "job", (JOB_SUBMITTED,), JOB_FINISHED, "poll_batches", "Vertex reports a final state"),
+    Transition(
+        "abandoned",
+        "job",
+        (JOB_SUBMITTED,),
+        JOB_FINISHED,
+        "poll_batches",
+        "still CANCELLING on Vertex past CANCEL_TIMEOUT_SECONDS",
+    ),
+    Transition(
+        "collect",
+        "job",
+        (JOB_SUBMITTED, JOB_FINISHED, JOB_COLLECTING),
+        JOB_COLLECTING,
+        "collect_results",
+        "a batch-finished message for a final job (COLLECTING: once the holder's lease has lapsed)",
+        holds=True,
+    ),
+    Transition(
+        "collected",
+        "job",
+        (JOB_COLLECTING,),
+        JOB_COLLECTED,
+        "collect_results",
+        "rows loaded, the retry attempt created, the batch_jobs row loaded",
+    ),
+    Transition(
+        "uncollectable",
+        "job",
+        (JOB_COLLECTING,),
+        JOB_UNCOLLECTABLE,
+        "collect_results",
+        "a permanent error while collecting (the reason is kept, in batch_jobs and in the announcement)",
+    ),
+)
+
+# What moves each non-terminal state on when nothing else does (its holder died, a message was lost).
+TIMEOUTS: Final = {
+    ("run", RUN_SUBMITTING): "LEASE_SECONDS after the claim: poll_batches sends a resume message to batch-requests",
+    ("run", RUN_RUNNING): "poll_batches nudges collection (batch-finished) when no attempt of it is left to follow",
+    ("run", RUN_COMPLETE): "not yet announced, LEASE_SECONDS after the claim: poll_batches nudges collection again",
+    ("job", JOB_CLAIMED): "LEASE_SECONDS after the claim (at once when released): poll_batches finds or creates it",
+    ("job", JOB_SUBMITTED): (
+        "queued or paused past QUEUE_TIMEOUT_SECONDS, running past RUN_TIMEOUT_SECONDS: poll_batches cancels it "
+        "(stuck); still cancelling past CANCEL_TIMEOUT_SECONDS: abandoned"
+    ),
+    ("job", JOB_FINISHED): "LEASE_SECONDS after batch-finished was published: poll_batches publishes it again",
+    ("job", JOB_COLLECTING): "LEASE_SECONDS after the claim (renewed while working): poll_batches publishes it again",
+}
+
+
+def move(record: Run | JobRecord, name: str) -> Transition:
+    """Apply the transition ``name`` to ``record`` (ValueError when it is not allowed from its status)."""
+    kind = "run" if isinstance(record, Run) else "job"
+    for transition in TRANSITIONS:
+        if transition.kind == kind and transition.name == name:
+            if record.status not in transition.sources:
+                raise ValueError(f"{kind} {name}: not allowed from {record.status}")
+            record.status = transition.target
+            return transition
+    raise ValueError(f"no {kind} transition named {name!r}")
+
+
+def state_table() -> str:
+    """The README's state table (markdown), from :data:`TRANSITIONS` and :data:`TIMEOUTS`."""
+    lines = ["| record | from | to | by | when |", "|---|---|---|---|---|"]
+    for t in TRANSITIONS:
+        sources = ", ".join(s or "(new)" for s in t.sources)
+        lines.append(f"| {t.kind} | {sources} | {t.target} | {t.name}: {t.by} | {t.when} |")
+    lines += ["", "| record | state | when its holder dies or a message is lost |", "|---|---|---|"]
+    lines += [f"| {kind} | {state} | {why} |" for (kind, state), why in TIMEOUTS.items()]
+    return "\n".join(lines)
 
 
 class _Record:
@@ -50,15 +221,22 @@ class Run(_Record):
     source: str
     model: str
     status: str = RUN_SUBMITTING
+    generation: str = ""  # a gs:// source's generation, pinned at the first delivery
+    origin: str = "upload"  # "upload" (submit_batch) or "message" (submit_request)
     chunks: int = 0
     requests: int = 0
     invalid: int = 0
-    claimed_at: str = ""
+    claimed_at: str = ""  # the lease: real time of the claim (or its last renewal); "" = released
     updated_at: str = ""
     display_name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     report_uri: str = ""
+    error: str = ""  # why a run was rejected when it is not about lines
+    staged: dict[str, Any] = field(default_factory=dict)  # {"prefix", "counts"} once chunks are staged
+    loads: dict[str, dict[str, Any]] = field(default_factory=dict)  # load name -> its load job (see loads.py)
     announced: bool = False
+    resume_sent_at: str = ""  # the poller's last resume message
+    nudged_at: str = ""  # the poller's last batch-finished nudge
 
 
 @dataclass
@@ -78,8 +256,12 @@ class JobRecord(_Record):
     history: list[dict[str, str]] = field(default_factory=list)
     claimed_at: str = ""
     submitted_at: str = ""
-    finished_at: str = ""
-    stuck: bool = False
+    finished_at: str = ""  # when batch-finished was (last) published
+    stuck: bool = False  # cancelled (or abandoned) by our own deadlines
+    error: dict[str, Any] = field(default_factory=dict)  # job-level: {"code", "status", "message", "source"}
+    collect_error: str = ""  # why an UNCOLLECTABLE attempt could not be collected
     counts: dict[str, int] = field(default_factory=dict)
     retried: int = 0  # rows sent to the next attempt
     child: str = ""  # the next attempt's key, when there is one
+    staged: dict[str, Any] = field(default_factory=dict)  # the collector's files, once written (see collect.py)
+    loads: dict[str, dict[str, Any]] = field(default_factory=dict)

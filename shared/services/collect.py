@@ -1,42 +1,53 @@
 """Collect: a finished job's rows into BigQuery exactly once; retryable rows to the next attempt.
 
-The ``batch-finished`` message is a hint: the ledger and Vertex are read again. Every
-``*.jsonl`` under the job's own output prefix is normalized (streaming); each input key with
-no output line gets a MISSING row; a key seen twice is kept once. Rows are staged as NDJSON and
-loaded with a load job whose id is derived from the job attempt, after checking that no such
-load exists: a redelivered message or a crash half-way neither duplicates nor loses a row. A
-collector holds the job with a lease, so two deliveries never load at once.
+The ``batch-finished`` message is a hint: the ledger (and Vertex) are read again. A collector
+claims the attempt (lease, renewed while it works) and goes through steps whose results are
+recorded on the attempt, so a successor picks up where a dead or replaced holder stopped:
+
+1. stage: every ``*.jsonl`` under the job's own output prefix is normalized (streaming, in
+   blocks); each input key with no output line gets a MISSING row saying why; a key seen
+   twice is kept once; the retryable rows' requests are written as the next attempt's
+   input. Both files carry this holder's own name and are recorded in one conditional write.
+2. load the rows (loads.py: one job id per version, recorded before it is created);
+3. create the next attempt (attempts.py), 4. load the attempt's ``batch_jobs`` row,
+5. COLLECTED, and the run completed when it was the last (runs.py).
+
+A permanent error ends the attempt UNCOLLECTABLE with its reason, never a record that nothing
+touches again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
-from datetime import datetime
-from typing import Any
+from contextlib import ExitStack
+from typing import Any, BinaryIO, Final
 
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import ConflictError, PermanentError, TransientError
-from shared.core.ids import job_key, load_job_id
-from shared.core.normalize import MISSING, Normalizer, RowContext, missing_row
+from shared.core.errors import PermanentError, PipelineError
+from shared.core.failures import missing_reason
+from shared.core.ids import job_key
+from shared.core.lines import Oversize, iter_lines
+from shared.core.normalize import FAILED, MISSING, UNPARSEABLE_OUTPUT, Normalizer, RowContext, missing_row
 from shared.core.records import (
-    JOB_COLLECTED,
     JOB_COLLECTING,
     JOB_FINISHED,
-    RUN_COMPLETE,
-    RUN_RUNNING,
+    JOB_SUBMITTED,
+    JOB_TERMINAL,
     VERTEX_FINAL,
     JobRecord,
 )
 from shared.ports import Ports
-from shared.services.ledger import Ledger, lease_held, stamp
-from shared.services.poll import finished_message
-from shared.services.submit import staging_uri, submit_job
+from shared.services.attempts import finished_message, submit_attempt
+from shared.services.ledger import Claim, Invocation, Ledger, stamp
+from shared.services.loads import load_once
+from shared.services.runs import complete_run
 
 log = logging.getLogger("gbp.collect")
+OUTPUT_LINE_CAP: Final = 100 << 20  # BigQuery's largest JSON row; a longer output line becomes a FAILED row
+KEEP_ALIVE_LINES: Final = 20_000
 
 
 def finished_job(message: dict[str, Any]) -> tuple[str, int, int]:
@@ -47,133 +58,175 @@ def finished_job(message: dict[str, Any]) -> tuple[str, int, int]:
         raise PermanentError(f"not a batch-finished message: {message!r}") from exc
 
 
-def collect(message: dict[str, Any], settings: Settings, ports: Ports, now: datetime) -> str:
-    """Handle one ``batch-finished`` message: "collected", "duplicate" or "not final"."""
+def collect(message: dict[str, Any], settings: Settings, ports: Ports, inv: Invocation) -> str:
+    """Handle one ``batch-finished`` message: "collected", "uncollectable", "duplicate" or "not final"."""
     run_id, chunk, attempt = finished_job(message)
-    ledger = Ledger(ports.store, settings.work_bucket)
+    ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
     found = ledger.get_job(run_id, chunk, attempt)
     if found is None:
         raise PermanentError(f"unknown job attempt {job_key(run_id, chunk, attempt)}")
-    record, generation = found
-    if record.status == JOB_COLLECTED:
+    record = found[0]
+    if record.status in JOB_TERMINAL:
         log.info("duplicate: skipped", extra={"run_id": run_id, "job_name": record.job_name})
-        _complete_run(ledger, settings, ports, run_id, now)  # in case a crash came between the two
+        complete_run(ledger, settings, ports, inv, run_id)  # in case the holder died between the two
         return "duplicate"
-    if record.status == JOB_COLLECTING and lease_held(record.claimed_at, now, settings.lease_seconds):
-        raise TransientError(f"job {record.job_name} is being collected by another delivery")
-    if record.status != JOB_FINISHED and record.vertex_state not in VERTEX_FINAL:
-        job = ports.jobs.get(record.job_name, record.location)
-        if job.state not in VERTEX_FINAL:
-            log.info(
-                "job not final: ignored", extra={"run_id": run_id, "job_name": record.job_name, "state": job.state}
-            )
+    state = record.vertex_state
+    if record.status == JOB_SUBMITTED and state not in VERTEX_FINAL:
+        state = ports.jobs.get(record.job_name, record.location).state
+        if state not in VERTEX_FINAL:
+            log.info("job not final: ignored", extra={"run_id": run_id, "job_name": record.job_name, "state": state})
             return "not final"
-        record.vertex_state = job.state
-    record.status, record.claimed_at = JOB_COLLECTING, stamp(now)
+    states = frozenset({JOB_SUBMITTED, JOB_FINISHED, JOB_COLLECTING})
+    record, claim = ledger.claim(JobRecord, ledger.job_uri(run_id, chunk, attempt), inv, states=states)
+    if claim is None:
+        return "not final" if record.status not in JOB_TERMINAL else "duplicate"
+    if record.status == JOB_SUBMITTED:  # final on Vertex, not yet seen by the poller
+        record.vertex_state = state
+        record.history.append({"state": state, "at": stamp(inv.now())})
+    claim.move("collect")
+    fields = {"run_id": run_id, "job_name": record.job_name, "chunk": chunk, "attempt": attempt}
     try:
-        generation = ledger.put_job(record, generation)
-    except ConflictError as exc:
-        raise TransientError("the job record changed under us; retry") from exc
-    _collect(ledger, settings, ports, record, now)
-    record.status = JOB_COLLECTED
-    try:
-        ledger.put_job(record, generation)
-    except ConflictError as exc:
-        raise TransientError("lost the job record while collecting; retry") from exc
+        with claim.released_on_error():
+            _collect(claim, ledger, settings, ports, inv)
+    except PermanentError as exc:
+        _give_up(claim, settings, ports, str(exc))
+        log.error("job attempt uncollectable", extra={**fields, "error": str(exc)}, exc_info=True)
+        result = "uncollectable"
+    else:
+        claim.move("collected")
+        log.info("results loaded", extra={**fields, "rows": sum(record.counts.values()), "counts": record.counts,
+                                          "retried": record.retried})  # fmt: skip
+        result = "collected"
     ledger.deactivate(record)
-    log.info(
-        "results loaded",
-        extra={
-            "run_id": run_id,
-            "job_name": record.job_name,
-            "rows": sum(record.counts.values()),
-            "counts": record.counts,
-            "retried": record.retried,
-        },
-    )
-    _complete_run(ledger, settings, ports, run_id, now)
-    return "collected"
+    complete_run(ledger, settings, ports, inv, run_id)
+    return result
 
 
-def _collect(ledger: Ledger, settings: Settings, ports: Ports, record: JobRecord, now: datetime) -> None:
-    """Normalize, add MISSING rows, load once, submit the next attempt, load the job's row."""
+def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> None:
+    record = claim.record
+    if not record.staged:
+        _stage_rows(claim, settings, ports)
+    load_once(claim, "predictions", "predictions", record.staged["rows"], ports)
+    retry = int(record.staged["retry"])
+    if retry and not record.child:
+        found = ledger.get_run(record.run_id)
+        if found is None:
+            raise PermanentError(f"unknown run {record.run_id}")
+        child = submit_attempt(
+            ledger,
+            settings,
+            ports,
+            inv,
+            found[0],
+            record.chunk,
+            record.attempt + 1,
+            record.staged["retry_input"],
+            retry,
+        )
+        record.child, record.retried = job_key(child.run_id, child.chunk, child.attempt), retry
+        claim.save()
+        log.info(
+            "retryable rows re-submitted",
+            extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": child.attempt, "rows": retry},
+        )
+    _load_job_row(claim, settings, ports)
+
+
+def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> None:
+    """Normalize the outputs and add MISSING rows into this holder's own rows file; write the retry input."""
+    record = claim.record
     key = job_key(record.run_id, record.chunk, record.attempt)
-    rows_uri = f"gs://{settings.work_bucket}/rows/{record.run_id}/{key}.ndjson"
-    context = RowContext(record.run_id, record.job_name, None, record.attempt, stamp(now))
-    outcomes: dict[str, tuple[str, bool]] = {}  # key -> (outcome, retryable)
+    tag = f"g{claim.generation}"  # this holder's own names: a replaced holder cannot overwrite its successor's
+    rows_uri = f"gs://{settings.work_bucket}/rows/{record.run_id}/{key}.{tag}.ndjson"
+    next_key = job_key(record.run_id, record.chunk, record.attempt + 1)
+    retry_uri = f"gs://{settings.work_bucket}/staging/{record.run_id}/{next_key}.{tag}.jsonl"
+    loaded_at = stamp(claim.inv.now())
+    retryable: dict[str, bool] = {}  # request key -> worth sending again
     final_attempt = record.attempt >= settings.max_attempts
-    with ports.store.writer(rows_uri) as out:
-        for uri in sorted(u for u in ports.store.list(record.dest_prefix + "/") if u.endswith(".jsonl")):
-            normalizer = Normalizer(RowContext(record.run_id, record.job_name, uri, record.attempt, stamp(now)))
-            with ports.store.open(uri) as lines:
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    data, facts = normalizer.ndjson_with_facts(line)
-                    request_key = facts["request_key"]
-                    if request_key in outcomes:
-                        log.warning(
-                            "duplicate output line: kept the first", extra={"run_id": record.run_id, "key": request_key}
-                        )
-                        continue
-                    outcomes[request_key] = (facts["outcome"], bool(facts.get("retryable")))
-                    out.write(data)
-        retry: set[str] = set()
+    reason = missing_reason(record.vertex_state, record.error, record.stuck)
+    retry = 0
+    record.counts = {}  # a renewal may have saved a dead holder's partial counts
+    with ExitStack() as stack:
+        out = stack.enter_context(ports.store.writer(rows_uri))
+        outputs = sorted(u for u in ports.store.list(record.dest_prefix + "/") if u.endswith(".jsonl"))
+        for index, uri in enumerate(outputs):
+            context = RowContext(record.run_id, record.job_name, uri, record.attempt, loaded_at)
+            _normalize_file(claim, ports, uri, Normalizer(context), index, retryable, out)
+        context = RowContext(record.run_id, record.job_name, None, record.attempt, loaded_at)
+        retry_out: BinaryIO | None = None
         with ports.store.open(record.input_uri) as inputs:
-            for line in inputs:
-                if not line.strip():
-                    continue
+            for number, line in enumerate(iter_lines(inputs, settings.max_line_bytes + 1024), 1):
+                if not isinstance(line, bytes) or not line.strip():
+                    continue  # staged lines are validated: never over the cap
+                if number % KEEP_ALIVE_LINES == 0:
+                    claim.keep_alive()
                 request_key = str(orjson.loads(line)["key"])
-                outcome = outcomes.get(request_key)
-                if outcome is None:
-                    outcomes[request_key] = (MISSING, True)
+                worth = retryable.get(request_key)
+                if worth is None:
+                    worth = retryable[request_key] = reason.retryable
                     row = missing_row(request_key, context)
+                    row.update(reason.columns())
                     out.write(orjson.dumps({k: v for k, v in row.items() if v is not None}) + b"\n")
-                    outcome = outcomes[request_key]
-                if outcome[1] and not final_attempt:
-                    retry.add(request_key)
-    job_id = load_job_id("predictions", record.run_id, record.chunk, record.attempt)
-    state = ports.warehouse.load_state(job_id)
-    if state is None:
-        ports.warehouse.load(rows_uri, "predictions", job_id)
-    elif state.startswith("FAILED"):
-        raise PermanentError(f"load job {job_id} failed: {state}; rows are in {rows_uri}")
-    record.counts = dict(Counter(outcome for outcome, _ in outcomes.values()))
-    if retry:
-        _submit_retry(ledger, settings, ports, record, retry, now)
-    _load_job_row(settings, ports, record, now)
+                    record.counts[MISSING] = record.counts.get(MISSING, 0) + 1
+                if worth and not final_attempt:
+                    if retry_out is None:
+                        retry_out = stack.enter_context(ports.store.writer(retry_uri))
+                    retry_out.write(line + b"\n")
+                    retry += 1
+    record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry}
+    claim.save()
 
 
-def _submit_retry(
-    ledger: Ledger, settings: Settings, ports: Ports, record: JobRecord, keys: set[str], now: datetime
+def _normalize_file(
+    claim: Claim[JobRecord],
+    ports: Ports,
+    uri: str,
+    normalizer: Normalizer,
+    index: int,
+    retryable: dict[str, bool],
+    out: BinaryIO,
 ) -> None:
-    """The retryable rows' requests as the next attempt of the same chunk."""
-    attempt = record.attempt + 1
-    child_uri = staging_uri(settings, record.run_id, record.chunk, attempt)
-    written = 0
-    with ports.store.open(record.input_uri) as inputs, ports.store.writer(child_uri) as out:
-        for line in inputs:
-            if line.strip() and str(orjson.loads(line)["key"]) in keys:
-                out.write(line if line.endswith(b"\n") else line + b"\n")
-                written += 1
-    found = ledger.get_run(record.run_id)
-    if found is None:
-        raise PermanentError(f"unknown run {record.run_id}")
-    submit_job(ledger, settings, ports, found[0], record.chunk, attempt, child_uri, written, now)
-    record.retried, record.child = written, job_key(record.run_id, record.chunk, attempt)
-    log.info(
-        "retryable rows re-submitted",
-        extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": attempt, "rows": written},
-    )
+    """Normalize one output file into ``out``: one row per line, a key seen before is kept once."""
+    record = claim.record
+    counts: Counter[str] = Counter(record.counts)
+    with ports.store.open(uri) as stream:
+        for number, line in enumerate(iter_lines(stream, OUTPUT_LINE_CAP), 1):
+            if number % KEEP_ALIVE_LINES == 0:
+                claim.keep_alive()
+            if isinstance(line, Oversize):
+                data = _oversize_row(normalizer.context, f"{index}-{number}", line.size)
+                facts: dict[str, Any] = {"request_key": "", "outcome": FAILED, "retryable": False}
+            elif not line.strip():
+                continue
+            else:
+                data, facts = normalizer.ndjson_with_facts(line)
+            request_key = facts["request_key"]
+            if request_key in retryable:
+                log.warning(
+                    "duplicate output line: kept the first", extra={"run_id": record.run_id, "key": request_key}
+                )
+                continue
+            if request_key:
+                retryable[request_key] = bool(facts.get("retryable"))
+            counts[facts["outcome"]] += 1
+            out.write(data)
+    record.counts = dict(counts)
 
 
-def _load_job_row(settings: Settings, ports: Ports, record: JobRecord, now: datetime) -> None:
-    """One ``batch_jobs`` row per job attempt, loaded once."""
-    job_id = load_job_id("batch_jobs", record.run_id, record.chunk, record.attempt)
-    if ports.warehouse.load_state(job_id) is not None:
-        return
+def _oversize_row(context: RowContext, where: str, size: int) -> bytes:
+    row = missing_row(f"unkeyed-oversize-{where}", context)
+    message = f"output line of {size} bytes is longer than {OUTPUT_LINE_CAP}: not loaded"
+    row.update(outcome=FAILED, error_status=UNPARSEABLE_OUTPUT, error_message=message, retryable=False)
+    return orjson.dumps({k: v for k, v in row.items() if v is not None}) + b"\n"
+
+
+def job_row(record: JobRecord, loaded_at: str) -> dict[str, Any]:
+    """The attempt's ``batch_jobs`` row."""
+    error = {**record.error, **({"collect": record.collect_error} if record.collect_error else {})}
     row = {
         **finished_message(record),
+        "status": record.status,
+        "error": error or None,
         "stuck": record.stuck,
         "requests": record.requests,
         "counts": record.counts,
@@ -183,52 +236,33 @@ def _load_job_row(settings: Settings, ports: Ports, record: JobRecord, now: date
         "history": record.history,
         "submitted_at": record.submitted_at or None,
         "finished_at": record.finished_at or None,
-        "loaded_at": stamp(now),
+        "loaded_at": loaded_at,
     }
-    key = job_key(record.run_id, record.chunk, record.attempt)
-    uri = f"gs://{settings.work_bucket}/rows/{record.run_id}/{key}.job.ndjson"
-    ports.store.write(uri, orjson.dumps({k: v for k, v in row.items() if v is not None}) + b"\n")
-    ports.warehouse.load(uri, "batch_jobs", job_id)
+    return {k: v for k, v in row.items() if v is not None}
 
 
-def _complete_run(ledger: Ledger, settings: Settings, ports: Ports, run_id: str, now: datetime) -> None:
-    """When every chunk's latest attempt is collected with nothing re-submitted, announce the run once."""
-    found = ledger.get_run(run_id)
-    if found is None:
-        return
-    run, generation = found
-    if run.status == RUN_COMPLETE and run.announced:
-        return
-    if run.status not in (RUN_RUNNING, RUN_COMPLETE):
-        return
-    latest: dict[int, JobRecord] = {}
-    for record in ledger.jobs_of(run_id):
-        if record.chunk not in latest or record.attempt > latest[record.chunk].attempt:
-            latest[record.chunk] = record
-    if len(latest) < run.chunks or any(r.status != JOB_COLLECTED or r.child for r in latest.values()):
-        return
-    if run.status == RUN_RUNNING:
-        run.status, run.updated_at = RUN_COMPLETE, stamp(now)
-        try:
-            generation = ledger.put_run(run, generation)
-        except ConflictError:
-            return  # another collector completed it
-    summary = ports.warehouse.run_summary(run_id)
-    ports.bus.publish(
-        settings.batch_results_topic,
-        {
-            "run_id": run_id,
-            "source": run.source,
-            "model": run.model,
-            "chunks": run.chunks,
-            "requests": run.requests,
-            "invalid": run.invalid,
-            "jobs": sorted(r.job_name for r in ledger.jobs_of(run_id)),
-            **summary,
-        },
-        run_id=run_id,
-    )
-    run.announced = True
-    with contextlib.suppress(ConflictError):  # another collector announced it too: at least once
-        ledger.put_run(run, generation)
-    log.info("run complete", extra={"run_id": run_id, "counts": summary["counts"]})
+def _load_job_row(claim: Claim[JobRecord], settings: Settings, ports: Ports, status: str = "COLLECTED") -> None:
+    """One ``batch_jobs`` row per job attempt, loaded once."""
+    record = claim.record
+    uri = ""
+    if "batch_jobs" not in record.loads:
+        key = job_key(record.run_id, record.chunk, record.attempt)
+        uri = f"gs://{settings.work_bucket}/rows/{record.run_id}/{key}.g{claim.generation}.job.ndjson"
+        row = job_row(record, stamp(claim.inv.now()))
+        row["status"] = status
+        ports.store.write(uri, orjson.dumps(row) + b"\n")
+    load_once(claim, "batch_jobs", "batch_jobs", uri, ports)
+
+
+def _give_up(claim: Claim[JobRecord], settings: Settings, ports: Ports, reason: str) -> None:
+    """End the attempt UNCOLLECTABLE with its reason, in the ledger and (best effort) in batch_jobs."""
+    record = claim.record
+    record.collect_error = reason
+    try:
+        _load_job_row(claim, settings, ports, status="UNCOLLECTABLE")
+    except PipelineError:
+        log.exception("batch_jobs row of an uncollectable attempt not loaded", extra={"run_id": record.run_id})
+    claim.move("uncollectable")
+
+
+__all__ = ["collect", "finished_job"]

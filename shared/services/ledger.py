@@ -1,21 +1,37 @@
-"""The ledger: runs and job attempts as small JSON objects, written with generation preconditions.
+"""The ledger, and the one claim/lease helper every service uses.
 
-Layout under ``gs://WORK_BUCKET/ledger/``: ``runs/<run>.json``, ``jobs/<run>/<job key>.json``
-and ``active/<job key>`` (one marker per job the poller still follows). Creating a record is
-create-only (``if_generation_match=0``); updating one is conditional on the generation read,
-so two deliveries of one event can never both win.
+Layout under ``gs://WORK_BUCKET/ledger/``: ``runs/<run>.json``, ``jobs/<run>/<job key>.json``,
+``active/<job key>`` (one marker per job attempt the poller follows) and ``active-runs/<run>``
+(one per run not yet finished and announced). Creating a record is create-only
+(``if_generation_match=0``); every update is conditional on the generation read, so two
+deliveries of one event can never both win.
+
+A :class:`Claim` is a record held by one invocation: its generation is the fencing token,
+its ``claimed_at`` the lease (stamped with the real clock when made or renewed). Right before
+a side effect that costs money or cannot be undone, the holder calls :meth:`Claim.confirm`:
+the record is re-read (same generation: nobody took over), the lease renewed when it runs
+short, and the invocation's own deadline checked — Cloud Run does not stop a handler at its
+timeout, so a late holder must find out by itself that it has been replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Generic, TypeVar
 
 import orjson
 
-from shared.core.errors import ConflictError
+from shared.core.errors import ConflictError, PermanentError, TransientError
 from shared.core.ids import job_key
-from shared.core.records import JobRecord, Run
+from shared.core.records import JobRecord, Run, move
 from shared.ports import ObjectStore
+
+log = logging.getLogger("gbp.ledger")
+R = TypeVar("R", Run, JobRecord)
 
 
 def stamp(now: datetime) -> str:
@@ -23,65 +39,91 @@ def stamp(now: datetime) -> str:
     return now.isoformat(timespec="microseconds")
 
 
-def lease_held(claimed_at: str, now: datetime, seconds: int) -> bool:
-    """Whether a claim made at ``claimed_at`` still stands at ``now``."""
-    return bool(claimed_at) and datetime.fromisoformat(claimed_at) + timedelta(seconds=seconds) > now
+def lease_left(claimed_at: str, now: datetime, seconds: int) -> float:
+    """Seconds left of a lease taken at ``claimed_at`` (<= 0: lapsed or released)."""
+    if not claimed_at:
+        return 0.0
+    return (datetime.fromisoformat(claimed_at) + timedelta(seconds=seconds) - now).total_seconds()
+
+
+class ClaimHeld(TransientError):
+    """Another invocation holds the claim and its lease stands: retry later."""
+
+
+class LostClaim(TransientError):
+    """Someone else took the claim over (our lease lapsed): stop before any side effect."""
+
+
+class DeadlineNear(TransientError):
+    """The invocation is too close to its timeout to start this: stop, let a redelivery go on."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One handler invocation: the real clock and its own deadline (start + FUNCTION_TIMEOUT_SECONDS)."""
+
+    clock: Callable[[], datetime]
+    deadline: datetime
+
+    @classmethod
+    def starting(cls, clock: Callable[[], datetime], timeout_seconds: float) -> Invocation:
+        """An invocation starting now with ``timeout_seconds`` to run."""
+        return cls(clock, clock() + timedelta(seconds=timeout_seconds))
+
+    def now(self) -> datetime:
+        """The real time (claims are stamped with it, not with the invocation's start)."""
+        return self.clock()
+
+    def time_left(self) -> float:
+        """Seconds until the deadline."""
+        return (self.deadline - self.clock()).total_seconds()
+
+    def check(self, what: str, needs: float) -> None:
+        """Raise DeadlineNear unless ``needs`` seconds are left."""
+        left = self.time_left()
+        if left < needs:
+            raise DeadlineNear(f"{what}: {left:.0f} s left of the invocation, {needs:.0f} s needed; retried")
 
 
 class Ledger:
-    """Runs and jobs of one deployment."""
+    """Runs and job attempts of one deployment."""
 
-    def __init__(self, store: ObjectStore, bucket: str) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, lease_seconds: int) -> None:
         self.store = store
         self.root = f"gs://{bucket}/ledger"
+        self.lease_seconds = lease_seconds
 
-    def _run_uri(self, run_id: str) -> str:
+    def run_uri(self, run_id: str) -> str:
+        """Where a run record lives."""
         return f"{self.root}/runs/{run_id}.json"
 
-    def _job_uri(self, run_id: str, chunk: int, attempt: int) -> str:
+    def job_uri(self, run_id: str, chunk: int, attempt: int) -> str:
+        """Where a job attempt record lives."""
         return f"{self.root}/jobs/{run_id}/{job_key(run_id, chunk, attempt)}.json"
 
-    def _active_uri(self, run_id: str, chunk: int, attempt: int) -> str:
-        return f"{self.root}/active/{job_key(run_id, chunk, attempt)}"
+    def uri_of(self, record: Run | JobRecord) -> str:
+        """Where ``record`` lives."""
+        if isinstance(record, Run):
+            return self.run_uri(record.run_id)
+        return self.job_uri(record.run_id, record.chunk, record.attempt)
 
-    # --- runs -------------------------------------------------------------------------------
-    def create_run(self, run: Run) -> int | None:
-        """Create the run record; None when it already exists."""
-        try:
-            return self.store.write(self._run_uri(run.run_id), orjson.dumps(run.to_json()), if_generation_match=0)
-        except ConflictError:
-            return None
-
+    # --- reading and conditional writes -----------------------------------------------------
     def get_run(self, run_id: str) -> tuple[Run, int] | None:
         """The run and its generation."""
-        found = self.store.read(self._run_uri(run_id))
+        found = self.store.read(self.run_uri(run_id))
         return None if found is None else (Run.from_json(orjson.loads(found[0])), found[1])
 
-    def put_run(self, run: Run, generation: int) -> int:
-        """Update the run if nobody else did since ``generation`` (else ConflictError)."""
-        return self.store.write(self._run_uri(run.run_id), orjson.dumps(run.to_json()), if_generation_match=generation)
-
-    # --- jobs -------------------------------------------------------------------------------
-    def create_job(self, record: JobRecord) -> int | None:
-        """Create the job record; None when it already exists."""
-        uri = self._job_uri(record.run_id, record.chunk, record.attempt)
-        try:
-            return self.store.write(uri, orjson.dumps(record.to_json()), if_generation_match=0)
-        except ConflictError:
-            return None
-
     def get_job(self, run_id: str, chunk: int, attempt: int) -> tuple[JobRecord, int] | None:
-        """The job record and its generation."""
-        found = self.store.read(self._job_uri(run_id, chunk, attempt))
+        """The job attempt and its generation."""
+        found = self.store.read(self.job_uri(run_id, chunk, attempt))
         return None if found is None else (JobRecord.from_json(orjson.loads(found[0])), found[1])
 
-    def put_job(self, record: JobRecord, generation: int) -> int:
-        """Update the job record if nobody else did since ``generation`` (else ConflictError)."""
-        uri = self._job_uri(record.run_id, record.chunk, record.attempt)
-        return self.store.write(uri, orjson.dumps(record.to_json()), if_generation_match=generation)
+    def put(self, record: Run | JobRecord, generation: int) -> int:
+        """Update ``record`` if nobody else did since ``generation`` (else ConflictError)."""
+        return self.store.write(self.uri_of(record), orjson.dumps(record.to_json()), if_generation_match=generation)
 
     def jobs_of(self, run_id: str) -> list[JobRecord]:
-        """Every job record of a run."""
+        """Every job attempt of a run."""
         records = []
         for uri in self.store.list(f"{self.root}/jobs/{run_id}/"):
             found = self.store.read(uri)
@@ -89,22 +131,142 @@ class Ledger:
                 records.append(JobRecord.from_json(orjson.loads(found[0])))
         return records
 
-    # --- what the poller follows --------------------------------------------------------------
+    # --- claims -----------------------------------------------------------------------------
+    def claim(
+        self, cls: type[R], uri: str, inv: Invocation, *, create: R | None = None, states: frozenset[str]
+    ) -> tuple[R, Claim[R] | None]:
+        """Create ``create`` claimed, or take the claim of the record at ``uri``.
+
+        Returns the record as it stands and the claim, or ``(record, None)`` when its status is
+        not one of ``states`` (nothing to do: a duplicate). Raises ClaimHeld while another
+        holder's lease stands, and PermanentError when there is no such record to take.
+        """
+        now = inv.now()
+        if create is not None:
+            create.claimed_at = stamp(now)
+            try:
+                generation = self.store.write(uri, orjson.dumps(create.to_json()), if_generation_match=0)
+            except ConflictError:
+                pass
+            else:
+                return create, Claim(self, create, generation, inv)
+        found = self.store.read(uri)
+        if found is None:
+            if create is not None:
+                raise TransientError(f"{uri} vanished between two reads; retry")
+            raise PermanentError(f"no ledger record at {uri}")
+        record: R = cls.from_json(orjson.loads(found[0]))
+        generation = found[1]
+        if record.status not in states:
+            return record, None
+        if lease_left(record.claimed_at, now, self.lease_seconds) > 0:
+            raise ClaimHeld(f"{uri} is held by another invocation (claimed at {record.claimed_at})")
+        record.claimed_at = stamp(now)
+        try:
+            generation = self.store.write(uri, orjson.dumps(record.to_json()), if_generation_match=generation)
+        except ConflictError as exc:
+            raise ClaimHeld(f"{uri} was taken by another invocation") from exc
+        return record, Claim(self, record, generation, inv)
+
+    # --- what the poller follows ------------------------------------------------------------
     def activate(self, record: JobRecord) -> None:
-        """Mark a job as followed by the poller (idempotent)."""
+        """Follow a job attempt (idempotent)."""
         body = orjson.dumps({"run_id": record.run_id, "chunk": record.chunk, "attempt": record.attempt})
-        self.store.write(self._active_uri(record.run_id, record.chunk, record.attempt), body)
+        self.store.write(f"{self.root}/active/{job_key(record.run_id, record.chunk, record.attempt)}", body)
 
     def deactivate(self, record: JobRecord) -> None:
-        """Stop following a job."""
-        self.store.delete(self._active_uri(record.run_id, record.chunk, record.attempt))
+        """Stop following a job attempt."""
+        self.store.delete(f"{self.root}/active/{job_key(record.run_id, record.chunk, record.attempt)}")
 
     def active(self) -> list[tuple[str, int, int]]:
-        """``(run_id, chunk, attempt)`` of every followed job."""
+        """``(run_id, chunk, attempt)`` of every followed job attempt."""
         followed = []
         for uri in self.store.list(f"{self.root}/active/"):
-            found = self.store.read(uri)
-            if found is not None:
-                data = orjson.loads(found[0])
-                followed.append((str(data["run_id"]), int(data["chunk"]), int(data["attempt"])))
+            run_id, chunk, attempt = uri.rsplit("/", 1)[1].rsplit("-", 2)
+            followed.append((run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a"))))
         return followed
+
+    def activate_run(self, run_id: str) -> None:
+        """Follow a run until it is finished and announced (idempotent)."""
+        self.store.write(f"{self.root}/active-runs/{run_id}", b"{}")
+
+    def deactivate_run(self, run_id: str) -> None:
+        """Stop following a run."""
+        self.store.delete(f"{self.root}/active-runs/{run_id}")
+
+    def active_runs(self) -> list[str]:
+        """Every followed run."""
+        return [uri.rsplit("/", 1)[1] for uri in self.store.list(f"{self.root}/active-runs/")]
+
+
+class Claim(Generic[R]):
+    """A ledger record held by this invocation; every write is conditional on our generation."""
+
+    def __init__(self, ledger: Ledger, record: R, generation: int, inv: Invocation) -> None:
+        self.ledger, self.generation, self.inv = ledger, generation, inv
+        self.record: R = record
+
+    @property
+    def uri(self) -> str:
+        """Where the record lives."""
+        return self.ledger.uri_of(self.record)
+
+    def save(self) -> None:
+        """Write the record as it is now (LostClaim when someone else wrote it since)."""
+        try:
+            self.generation = self.ledger.put(self.record, self.generation)
+        except ConflictError as exc:
+            raise LostClaim(f"{self.uri} was taken over by another invocation") from exc
+
+    def move(self, transition: str) -> None:
+        """Apply a named transition (records.TRANSITIONS) and save; the lease goes unless the move holds it."""
+        if not move(self.record, transition).holds:
+            self.record.claimed_at = ""
+        if isinstance(self.record, Run):
+            self.record.updated_at = stamp(self.inv.now())
+        self.save()
+
+    def lease_left(self) -> float:
+        """Seconds left of our lease."""
+        return lease_left(self.record.claimed_at, self.inv.now(), self.ledger.lease_seconds)
+
+    def renew(self) -> None:
+        """Stamp the lease with the real time now."""
+        self.record.claimed_at = stamp(self.inv.now())
+        self.save()
+
+    def keep_alive(self) -> None:
+        """During long work: renew the lease when half of it is spent; stop when the deadline has come."""
+        self.inv.check(f"working on {self.uri}", 0)
+        if self.lease_left() < self.ledger.lease_seconds / 2:
+            self.renew()
+
+    def confirm(self, what: str, needs: float) -> None:
+        """Right before a side effect: still ours, with lease and invocation time for ``needs`` seconds.
+
+        Raises DeadlineNear (the invocation has not the time), LostClaim (someone else holds
+        the record now). Renews the lease when less than ``needs`` (or half of it) is left.
+        """
+        self.inv.check(what, needs)
+        found = self.ledger.store.read(self.uri)
+        if found is None or found[1] != self.generation:
+            raise LostClaim(f"{what}: {self.uri} was taken over by another invocation")
+        if self.lease_left() < max(needs, self.ledger.lease_seconds / 2):
+            self.renew()
+
+    def release(self) -> None:
+        """Give the claim up at once (after a failure), so that the next delivery need not wait the lease."""
+        self.record.claimed_at = ""
+        with contextlib.suppress(Exception):  # best effort: the lease lapses anyway
+            self.save()
+
+    @contextlib.contextmanager
+    def released_on_error(self) -> Iterator[Claim[R]]:
+        """Release the claim when the block fails (but not when the claim was lost: it is not ours)."""
+        try:
+            yield self
+        except LostClaim:
+            raise
+        except Exception:
+            self.release()
+            raise

@@ -1,50 +1,81 @@
-"""Poll: Vertex has no completion event, so a scheduled tick follows every job not yet collected.
+"""Poll: Vertex has no completion event, so a scheduled tick follows every job attempt and run not yet done.
 
-A state change is recorded in the ledger; a final state becomes our own ``batch-finished``
-message. Jobs queued or running past their deadlines are cancelled and marked stuck (their
-unprocessed rows then come back as MISSING and go to the next attempt). A job left CLAIMED by
-a crashed submitter is driven on once its lease has passed.
+It drives every state on when nothing else does (records.TIMEOUTS): a CLAIMED attempt whose
+holder failed or died is found or created; a Vertex state change is recorded, a final one
+published on ``batch-finished`` (again when nobody collected it within a lease, or when its
+collector died); jobs past their deadlines are cancelled and marked stuck; a run whose
+submitter died gets a resume message; a run with nothing left to follow is nudged to
+completion. One failing job never stops the tick for the others.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Final
 
 from shared.config import Settings
-from shared.core.errors import ConflictError, PipelineError
-from shared.core.records import JOB_CLAIMED, JOB_FINISHED, JOB_SUBMITTED, VERTEX_FINAL, JobRecord
+from shared.core.errors import PipelineError
+from shared.core.failures import job_error
+from shared.core.records import (
+    JOB_CLAIMED,
+    JOB_COLLECTING,
+    JOB_FINISHED,
+    JOB_SUBMITTED,
+    JOB_TERMINAL,
+    RUN_COMPLETE,
+    RUN_REJECTED,
+    RUN_RUNNING,
+    RUN_SUBMITTING,
+    VERTEX_FINAL,
+    JobRecord,
+    move,
+)
 from shared.ports import Ports
-from shared.services.ledger import Ledger, lease_held, stamp
+from shared.services.attempts import finished_message, submit_attempt
+from shared.services.ledger import Invocation, Ledger, lease_left, stamp
+from shared.services.runs import latest_attempts
 
 log = logging.getLogger("gbp.poll")
-QUEUED_STATES = frozenset({"JOB_STATE_QUEUED", "JOB_STATE_PENDING"})
+QUEUED_STATES: Final = frozenset({"JOB_STATE_QUEUED", "JOB_STATE_PENDING"})
+RUNNING_STATES: Final = frozenset({"JOB_STATE_RUNNING", "JOB_STATE_UPDATING"})
+PAUSED: Final = "JOB_STATE_PAUSED"
+CANCELLING: Final = "JOB_STATE_CANCELLING"
+TICK_RESERVE: Final = 30.0  # seconds of the invocation kept back: what is not followed now is next tick's
 
 
-def finished_message(record: JobRecord) -> dict[str, object]:
-    """The ``batch-finished`` message of a job attempt."""
-    return {
-        "run_id": record.run_id,
-        "chunk": record.chunk,
-        "attempt": record.attempt,
-        "job_name": record.job_name,
-        "location": record.location,
-        "state": record.vertex_state,
-    }
-
-
-def poll(settings: Settings, ports: Ports, now: datetime) -> dict[str, int]:
-    """Follow every active job once; return counts of what happened."""
-    ledger = Ledger(ports.store, settings.work_bucket)
-    counts = {"followed": 0, "changed": 0, "finished": 0, "stuck": 0, "redriven": 0}
-    for run_id, chunk, attempt in ledger.active():
+def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
+    """Follow every active job attempt and run once; return counts of what happened."""
+    ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
+    counts = dict.fromkeys(
+        ("followed", "changed", "finished", "republished", "stuck", "redriven", "resumed", "nudged", "errors"), 0
+    )
+    followed = ledger.active()
+    busy_runs = {run_id for run_id, _, _ in followed}
+    for run_id, chunk, attempt in followed:
+        if inv.time_left() < TICK_RESERVE:
+            log.warning("poll tick out of time: the rest next tick", extra={"left": len(followed) - counts["followed"]})
+            break
         counts["followed"] += 1
         try:
-            _follow(ledger, settings, ports, now, run_id, chunk, attempt, counts)
-        except ConflictError:
-            log.info("job changed while polling: next tick", extra={"run_id": run_id, "chunk": chunk})
-        except PipelineError:
-            log.exception("job could not be polled", extra={"run_id": run_id, "chunk": chunk, "attempt": attempt})
+            _follow(ledger, settings, ports, inv, run_id, chunk, attempt, counts)
+        except Exception as exc:  # one job must never stop the tick for the others
+            counts["errors"] += 1
+            expected = isinstance(exc, PipelineError)
+            log.log(
+                logging.WARNING if expected else logging.ERROR,
+                "job could not be polled",
+                extra={"run_id": run_id, "chunk": chunk, "attempt": attempt, "error": str(exc)},
+                exc_info=not expected,
+            )
+    for run_id in ledger.active_runs():
+        if inv.time_left() < TICK_RESERVE:
+            break
+        try:
+            _follow_run(ledger, settings, ports, inv, run_id, run_id in busy_runs, counts)
+        except Exception as exc:
+            counts["errors"] += 1
+            log.warning("run could not be polled", extra={"run_id": run_id, "error": str(exc)}, exc_info=True)
     log.info("poll done", extra=counts)
     return counts
 
@@ -53,7 +84,7 @@ def _follow(
     ledger: Ledger,
     settings: Settings,
     ports: Ports,
-    now: datetime,
+    inv: Invocation,
     run_id: str,
     chunk: int,
     attempt: int,
@@ -63,60 +94,134 @@ def _follow(
     if found is None:
         return
     record, generation = found
-    if record.status == JOB_CLAIMED:
-        if not lease_held(record.claimed_at, now, settings.lease_seconds):
-            _redrive(ledger, settings, ports, now, record)
-            counts["redriven"] += 1
-        return
-    if record.status == JOB_FINISHED:
-        # Published already; publish again if nobody has collected it for a lease (at least once).
-        if not lease_held(record.finished_at, now, settings.lease_seconds):
+    now = inv.now()
+    if record.status in JOB_TERMINAL:
+        ledger.deactivate(record)  # a marker left by a crash after the last write
+    elif record.status == JOB_CLAIMED:
+        if lease_left(record.claimed_at, now, settings.lease_seconds) <= 0:
+            run = ledger.get_run(run_id)
+            if run is not None:
+                log.warning("job claim lapsed: submitting", extra={"run_id": run_id, "chunk": chunk})
+                submit_attempt(ledger, settings, ports, inv, run[0], chunk, attempt, record.input_uri, record.requests)
+                counts["redriven"] += 1
+    elif record.status in (JOB_FINISHED, JOB_COLLECTING):
+        # Published already; again when nobody collected it within a lease (at least once),
+        # or when its collector's lease lapsed.
+        quiet = lease_left(record.finished_at, now, settings.lease_seconds) <= 0
+        idle = record.status == JOB_FINISHED or lease_left(record.claimed_at, now, settings.lease_seconds) <= 0
+        if quiet and idle:
             ports.bus.publish(settings.batch_finished_topic, finished_message(record))
-        return
-    if record.status != JOB_SUBMITTED:
-        return
+            record.finished_at = stamp(now)
+            ledger.put(record, generation)
+            counts["republished"] += 1
+    elif record.status == JOB_SUBMITTED:
+        _follow_submitted(ledger, settings, ports, inv, record, generation, counts)
+
+
+def _follow_submitted(
+    ledger: Ledger,
+    settings: Settings,
+    ports: Ports,
+    inv: Invocation,
+    record: JobRecord,
+    generation: int,
+    counts: dict[str, int],
+) -> None:
     job = ports.jobs.get(record.job_name, record.location)
+    now = inv.now()
     changed = job.state != record.vertex_state
     if changed:
         record.vertex_state = job.state
         record.history.append({"state": job.state, "at": stamp(now)})
         counts["changed"] += 1
-    if job.state in VERTEX_FINAL:
-        record.status, record.finished_at = JOB_FINISHED, stamp(now)
-        ledger.put_job(record, generation)
+    fields = {"run_id": record.run_id, "job_name": record.job_name, "state": job.state}
+    if job.state in VERTEX_FINAL or _abandon(record, settings, now):
+        if job.state not in VERTEX_FINAL:
+            record.stuck = True
+            move(record, "abandoned")
+            log.error("batch job stuck cancelling: abandoned", extra=fields)
+        else:
+            move(record, "finished")
+        if job.error is not None:
+            record.error = job_error(job.error.status or job.error.code, job.error.message, "vertex")
+        record.finished_at = ""  # published below; a crash before that is republished at once
+        generation = ledger.put(record, generation)
         ports.bus.publish(settings.batch_finished_topic, finished_message(record))
+        record.finished_at = stamp(inv.now())
+        ledger.put(record, generation)
         counts["finished"] += 1
-        log.info("batch job finished", extra={"run_id": run_id, "job_name": record.job_name, "state": job.state})
+        log.info("batch job finished", extra=fields)
         return
     if not record.stuck and _past_deadline(record, settings, now):
-        ports.jobs.cancel(record.job_name, record.location)
-        record.stuck = True
-        changed = True
-        counts["stuck"] += 1
-        log.warning(
-            "batch job stuck: cancelled", extra={"run_id": run_id, "job_name": record.job_name, "state": job.state}
-        )
+        try:
+            ports.jobs.cancel(record.job_name, record.location)
+        except PipelineError as exc:  # e.g. it ended meanwhile: the next tick sees it
+            log.warning("batch job stuck: cancel refused", extra={**fields, "error": str(exc)})
+        else:
+            record.stuck = changed = True
+            counts["stuck"] += 1
+            log.warning("batch job stuck: cancelled", extra=fields)
     if changed:
-        ledger.put_job(record, generation)
+        ledger.put(record, generation)
+
+
+def _entered(record: JobRecord, state: str) -> datetime:
+    """When the job entered ``state`` (its latest entry in the history)."""
+    for entry in reversed(record.history):
+        if entry["state"] == state:
+            return datetime.fromisoformat(entry["at"])
+    return datetime.fromisoformat(record.submitted_at)
 
 
 def _past_deadline(record: JobRecord, settings: Settings, now: datetime) -> bool:
-    """Queued longer than the queue timeout, or running longer than the run timeout."""
-    if record.vertex_state in QUEUED_STATES:
-        since = datetime.fromisoformat(record.submitted_at)
-        return now - since > timedelta(seconds=settings.queue_timeout_seconds)
-    if record.vertex_state == "JOB_STATE_RUNNING":
-        started = next((h["at"] for h in record.history if h["state"] == "JOB_STATE_RUNNING"), record.submitted_at)
+    """Queued (or paused) longer than the queue timeout, or running (or updating) longer than the run timeout."""
+    state = record.vertex_state
+    if state in QUEUED_STATES:
+        waited = now - datetime.fromisoformat(record.submitted_at)
+        return waited > timedelta(seconds=settings.queue_timeout_seconds)
+    if state == PAUSED:
+        return now - _entered(record, PAUSED) > timedelta(seconds=settings.queue_timeout_seconds)
+    if state in RUNNING_STATES:
+        started = next((h["at"] for h in record.history if h["state"] in RUNNING_STATES), record.submitted_at)
         return now - datetime.fromisoformat(started) > timedelta(seconds=settings.run_timeout_seconds)
     return False
 
 
-def _redrive(ledger: Ledger, settings: Settings, ports: Ports, now: datetime, record: JobRecord) -> None:
-    """A submitter crashed after claiming: finish its work (find-or-create, then record)."""
-    from shared.services.submit import submit_job
+def _abandon(record: JobRecord, settings: Settings, now: datetime) -> bool:
+    """CANCELLING for longer than the cancel timeout: give up waiting for Vertex."""
+    if record.vertex_state != CANCELLING:
+        return False
+    return now - _entered(record, CANCELLING) > timedelta(seconds=settings.cancel_timeout_seconds)
 
-    found = ledger.get_run(record.run_id)
+
+def _follow_run(
+    ledger: Ledger,
+    settings: Settings,
+    ports: Ports,
+    inv: Invocation,
+    run_id: str,
+    busy: bool,
+    counts: dict[str, int],
+) -> None:
+    found = ledger.get_run(run_id)
     if found is None:
         return
-    log.warning("job claim expired: submitting", extra={"run_id": record.run_id, "chunk": record.chunk})
-    submit_job(ledger, settings, ports, found[0], record.chunk, record.attempt, record.input_uri, record.requests, now)
+    run, generation = found
+    now = inv.now()
+    lapsed = lease_left(run.claimed_at, now, settings.lease_seconds) <= 0
+    if run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced):
+        ledger.deactivate_run(run_id)
+    elif run.status == RUN_SUBMITTING:
+        if lapsed and lease_left(run.resume_sent_at, now, settings.lease_seconds) <= 0:
+            ports.bus.publish(settings.batch_requests_topic, {"resume": run_id}, run_id=run_id)
+            run.resume_sent_at = stamp(now)
+            ledger.put(run, generation)
+            counts["resumed"] += 1
+            log.warning("run submission lapsed: resume sent", extra={"run_id": run_id})
+    elif (run.status == RUN_RUNNING and not busy) or (run.status == RUN_COMPLETE and lapsed):
+        latest = latest_attempts(ledger.jobs_of(run_id))
+        if latest and lease_left(run.nudged_at, now, settings.lease_seconds) <= 0:
+            ports.bus.publish(settings.batch_finished_topic, finished_message(latest[min(latest)]))
+            run.nudged_at = stamp(now)
+            ledger.put(run, generation)
+            counts["nudged"] += 1

@@ -36,8 +36,12 @@ run "storage_triggered" {
     error_message = "functions are reachable from inside the project only"
   }
   assert {
-    condition     = google_cloudfunctions2_function.function.service_config[0].environment_variables == var.environment
-    error_message = "the function gets exactly the environment it is given"
+    condition     = google_cloudfunctions2_function.function.service_config[0].environment_variables == merge(var.environment, { FUNCTION_TIMEOUT_SECONDS = "540" })
+    error_message = "the function gets exactly the environment it is given, and its own timeout"
+  }
+  assert {
+    condition     = google_cloudfunctions2_function.function.service_config[0].max_instance_request_concurrency == 1
+    error_message = "one request per instance unless said otherwise"
   }
   assert {
     condition     = google_cloudfunctions2_function.function.event_trigger[0].retry_policy == "RETRY_POLICY_RETRY"

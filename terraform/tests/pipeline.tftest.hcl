@@ -77,6 +77,33 @@ run "pipeline" {
     condition     = toset(keys(google_bigquery_dataset_iam_member.writers)) == toset(["submit_batch", "submit_request", "collect_results"])
     error_message = "only the functions that load rows may write to the dataset"
   }
+  assert {
+    condition = alltrue([
+      for rule in google_storage_bucket.work.lifecycle_rule :
+      rule.condition[0].days_since_custom_time == 30 && rule.condition[0].age == null
+    ]) && length(google_storage_bucket.work.lifecycle_rule) == 1
+    error_message = "work files are deleted only after the custom time their finished run sets, never by age"
+  }
+  assert {
+    condition = alltrue([
+      for name, fn in module.function : fn.environment["BQ_LOCATION"] == google_bigquery_dataset.pipeline.location
+    ])
+    error_message = "every function names the dataset's location on its BigQuery jobs"
+  }
+  assert {
+    condition = alltrue([
+      for name, fn in module.function : fn.environment["FUNCTION_TIMEOUT_SECONDS"] == tostring(fn.timeout_seconds)
+    ])
+    error_message = "every function knows its own timeout"
+  }
+  assert {
+    condition     = alltrue([for name, fn in module.function : fn.concurrency == 1])
+    error_message = "every function serves one request per instance"
+  }
+  assert {
+    condition     = toset(keys(google_pubsub_topic_iam_member.publishers)) == toset(["batch-finished/poll_batches", "batch-finished/submit_batch", "batch-finished/submit_request", "batch-finished/collect_results", "batch-results/collect_results", "batch-results/submit_batch", "batch-results/submit_request", "batch-requests/poll_batches"])
+    error_message = "each function publishes only where the code does"
+  }
 }
 
 run "max_attempts_is_validated" {

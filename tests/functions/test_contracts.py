@@ -20,9 +20,11 @@ ROOT = Path(__file__).parents[2]
 ENV = {
     "GCP_PROJECT": "p",
     "VERTEX_LOCATION": "us-central1",
+    "BQ_LOCATION": "us-central1",
     "INPUT_BUCKET": "in",
     "WORK_BUCKET": "work",
     "BQ_DATASET": "gbp",
+    "BATCH_REQUESTS_TOPIC": "batch-requests",
     "BATCH_FINISHED_TOPIC": "batch-finished",
     "BATCH_RESULTS_TOPIC": "batch-results",
     "MAX_EVENT_AGE_SECONDS": "3600",
@@ -87,7 +89,16 @@ def test_submit_batch_drops_an_event_without_an_object(env: None) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [b"not json", b'["a"]', b'{"source": "ftp://x"}', b'{"source": "gs://b/o", "labels": [1]}']
+    "payload",
+    [
+        b"not json",
+        b'["a"]',
+        b'{"source": "ftp://x"}',
+        b'{"source": "gs://bucket/o", "labels": [1]}',
+        b'{"source": "gs://bucket/o", "labels": {"team": "a", "Team": "b"}}',
+        b'{"source": "gs://bucket/o", "model": "Gemini Pro!"}',
+        b'{"resume": "not-a-run"}',
+    ],
 )
 def test_submit_request_acks_bad_messages(env: None, payload: bytes) -> None:
     assert _client("submit_request").post("/", **_binary(PUBSUB, _message(payload))).status_code == 200
@@ -116,5 +127,5 @@ def test_structured_cloudevents_are_accepted(env: None) -> None:
 def test_a_function_without_its_settings_fails_at_start_naming_them(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ENV:
         monkeypatch.delenv(key, raising=False)
-    with pytest.raises(Exception, match=r"missing: GCP_PROJECT, VERTEX_LOCATION, INPUT_BUCKET, WORK_BUCKET"):
+    with pytest.raises(Exception, match=r"missing: GCP_PROJECT, VERTEX_LOCATION, BQ_LOCATION, INPUT_BUCKET"):
         _client("poll_batches")

@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from local import stack as stack_module
+from local.clients import bigquery_client
 from local.stack import LocalCloudError, Stack, _alive
 from local.wiring import Wiring
 
@@ -22,6 +24,7 @@ def test_stack_every_service_is_alive_and_on_loopback_only(stack: Stack) -> None
         "pubsub",
         "gcs",
         "bigquery",
+        "bigquery-proxy",
         "vertex",
         "bridge",
         "function-echo_storage",
@@ -49,6 +52,13 @@ def _group(pid: int) -> int:
         return -1
 
 
+def test_stack_bigquery_goes_through_the_proxy_and_the_dataset_is_regional(stack: Stack) -> None:
+    ends = stack.endpoints
+    assert ends.bigquery != ends.bigquery_emulator
+    assert requests.get(f"{ends.bigquery}/_proxy/health", timeout=5).json()["backend"] == ends.bigquery_emulator
+    assert bigquery_client(ends).get_dataset(stack.wiring.dataset).location == stack.wiring.location
+
+
 def test_stack_refuses_to_start_twice_in_one_folder(stack: Stack) -> None:
     with pytest.raises(LocalCloudError, match="already running"):
         Stack(stack.state_dir, stack.wiring).up()
@@ -65,7 +75,7 @@ def test_stack_up_then_down_leaves_no_process(tmp_path: Path) -> None:
     second = Stack(tmp_path / "second", wiring)
     second.up(time_scale=0.02, functions=False)
     processes = list(second.processes)
-    assert len(processes) == 5 and all(_alive(p) for p in processes)
+    assert len(processes) == 6 and all(_alive(p) for p in processes)
     # `down` from another process, as `make local-down` does.
     done = subprocess.run(
         [os.sys.executable, "-m", "local", "down", "--state-dir", str(second.state_dir)],
@@ -73,7 +83,7 @@ def test_stack_up_then_down_leaves_no_process(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert "stopped: bridge, vertex, bigquery, gcs, pubsub" in done.stdout
+    assert "stopped: bridge, vertex, bigquery-proxy, bigquery, gcs, pubsub" in done.stdout
     for proc in processes:
         second._popen[proc.pid].wait(timeout=10)  # reap our children
     assert not any(_alive(p) for p in processes)

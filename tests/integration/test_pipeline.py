@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import itertools
 import threading
 import time
 from datetime import UTC, datetime
@@ -15,85 +12,48 @@ import pytest
 import requests
 from google.cloud import bigquery
 
-from local.clients import bigquery_client, genai_client, publisher, storage_client
+from local.clients import bigquery_client, publisher, storage_client
 from local.stack import Endpoints
 from shared.adapters import ports
-from shared.config import Settings
-from shared.core.errors import TransientError
-from shared.core.ids import ObjectRef, run_id_for_message, run_id_for_object
+from shared.core.ids import run_id_for_message
 from shared.ports import Ports
 from shared.services.collect import collect
 from shared.services.poll import poll
-from shared.services.submit import Submission, submit
+from shared.services.submit import submit
 from tests.integration.conftest import wait_for
-
-_n = itertools.count()
-
-
-def _line(text: str, key: str | None = None, **config: Any) -> dict[str, Any]:
-    line: dict[str, Any] = {"request": {"contents": [{"role": "user", "parts": [{"text": text}]}]}}
-    if config:
-        line["request"]["generationConfig"] = config
-    if key:
-        line["key"] = key
-    return line
-
-
-def _jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(x) + b"\n" for x in lines)
-
-
-def _upload(cloud: Endpoints, prefix: str, data: bytes, bucket: str = "gbp-input") -> tuple[str, str]:
-    """Upload; return (object name, run id)."""
-    name = f"{prefix}{next(_n)}-{time.time_ns()}.jsonl"
-    blob = storage_client(cloud).bucket(bucket).blob(name)
-    blob.upload_from_string(data)
-    return name, run_id_for_object(ObjectRef(bucket, name, str(blob.generation)))
-
-
-def _run(cloud: Endpoints, run_id: str, bucket: str = "gbp-work") -> dict[str, Any]:
-    blob = storage_client(cloud).bucket(bucket).get_blob(f"ledger/runs/{run_id}.json")
-    return orjson.loads(blob.download_as_bytes()) if blob else {}
-
-
-def _until_complete(cloud: Endpoints, run_id: str, bucket: str = "gbp-work", timeout: float = 60) -> dict[str, Any]:
-    return wait_for(lambda: (r := _run(cloud, run_id, bucket)).get("announced") and r, timeout=timeout)
-
-
-def _query(cloud: Endpoints, sql: str, run_id: str) -> list[dict[str, Any]]:
-    config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("run", "STRING", run_id)])
-    return [dict(r) for r in bigquery_client(cloud).query(sql, job_config=config).result()]
-
-
-def _latest(cloud: Endpoints, run_id: str) -> dict[str, dict[str, Any]]:
-    rows = _query(cloud, "SELECT * FROM gbp.latest_predictions WHERE run_id = @run", run_id)
-    return {r["request_key"]: r for r in rows}
-
-
-def _all_rows(cloud: Endpoints, run_id: str) -> list[tuple[str, int]]:
-    rows = _query(cloud, "SELECT request_key, attempt FROM gbp.predictions WHERE run_id = @run", run_id)
-    return sorted((r["request_key"], r["attempt"]) for r in rows)
-
-
-def _vertex_jobs(cloud: Endpoints, run_id: str) -> list[Any]:
-    client = genai_client(cloud)
-    from google.genai import types
-
-    return list(client.batches.list(config=types.ListBatchJobsConfig(filter=f'labels.gbp_run="{run_id}"')))
+from tests.integration.helpers import (
+    Crash,
+    CrashOnce,
+    all_rows,
+    drive_until_complete,
+    invocation,
+    job_record,
+    jsonl,
+    latest_rows,
+    manual_run,
+    manual_settings,
+    post_pubsub,
+    query_rows,
+    request_line,
+    run_record,
+    until_complete,
+    upload_requests,
+    vertex_jobs,
+)
 
 
 def test_pipeline_a_dropped_file_yields_one_row_per_request(cloud: Endpoints) -> None:
     lines = [
-        _line("What is BigQuery?", "plain"),
-        _line("JSON please", "json", responseMimeType="application/json"),
-        _line("Long answer", "short", maxOutputTokens=4),
-        _line("[[emulator:400]] bad", "bad"),
-        _line("[[emulator:block]] no", "blocked"),
+        request_line("What is BigQuery?", "plain"),
+        request_line("JSON please", "json", responseMimeType="application/json"),
+        request_line("Long answer", "short", maxOutputTokens=4),
+        request_line("[[emulator:400]] bad", "bad"),
+        request_line("[[emulator:block]] no", "blocked"),
     ]
-    _, run_id = _upload(cloud, "runs/", _jsonl(lines))
-    run = _until_complete(cloud, run_id)
+    _, run_id = upload_requests(cloud, "runs/", jsonl(lines))
+    run = until_complete(cloud, run_id)
     assert (run["status"], run["chunks"], run["requests"]) == ("COMPLETE", 1, 5)
-    rows = _latest(cloud, run_id)
+    rows = latest_rows(cloud, run_id)
     assert set(rows) == {"plain", "json", "short", "bad", "blocked"}
     assert {k: r["outcome"] for k, r in rows.items()} == {
         "plain": "SUCCEEDED", "json": "SUCCEEDED", "short": "TRUNCATED", "bad": "FAILED", "blocked": "BLOCKED",
@@ -105,42 +65,42 @@ def test_pipeline_a_dropped_file_yields_one_row_per_request(cloud: Endpoints) ->
         == rows["plain"]["prompt_tokens"] + rows["plain"]["candidates_tokens"] + rows["plain"]["thoughts_tokens"]
     )
     assert (rows["bad"]["error_code"], rows["bad"]["retryable"], rows["bad"]["attempt"]) == (400, False, 1)
-    assert _all_rows(cloud, run_id) == sorted((k, 1) for k in rows)  # exactly once
-    jobs = _query(cloud, "SELECT state, requests FROM gbp.batch_jobs WHERE run_id = @run", run_id)
+    assert all_rows(cloud, run_id) == sorted((k, 1) for k in rows)  # exactly once
+    jobs = query_rows(cloud, "SELECT state, requests FROM gbp.batch_jobs WHERE run_id = @run", run_id)
     assert jobs == [{"state": "JOB_STATE_SUCCEEDED", "requests": 5}]
 
 
 def test_pipeline_splits_past_the_job_limits_and_assigns_missing_keys(cloud: Endpoints) -> None:
-    lines = [_line(f"question {i}") for i in range(8)]  # no keys at all
-    _, run_id = _upload(cloud, "tiny/", _jsonl(lines))  # this deployment allows 3 requests per job
-    run = _until_complete(cloud, run_id)
+    lines = [request_line(f"question {i}") for i in range(8)]  # no keys at all
+    _, run_id = upload_requests(cloud, "tiny/", jsonl(lines))  # this deployment allows 3 requests per job
+    run = until_complete(cloud, run_id)
     assert (run["chunks"], run["requests"]) == (3, 8)
-    rows = _latest(cloud, run_id)
+    rows = latest_rows(cloud, run_id)
     assert sorted(rows) == [f"line-{i:07d}" for i in range(1, 9)]
     assert all(r["outcome"] == "SUCCEEDED" for r in rows.values())
     assert rows["line-0000005"]["response_text"].endswith("question 4")
-    assert len(_vertex_jobs(cloud, run_id)) == 3
+    assert len(vertex_jobs(cloud, run_id)) == 3
 
 
 def test_pipeline_rejects_an_invalid_file_with_a_report_and_submits_nothing(cloud: Endpoints) -> None:
-    data = _jsonl([_line("fine", "a")]) + b"not json\n" + _jsonl([{"request": {"contents": []}}])
-    name, run_id = _upload(cloud, "runs/", data)
-    run = wait_for(lambda: (r := _run(cloud, run_id)).get("status") == "REJECTED" and r)
+    data = jsonl([request_line("fine", "a")]) + b"not json\n" + jsonl([{"request": {"contents": []}}])
+    name, run_id = upload_requests(cloud, "runs/", data)
+    run = wait_for(lambda: (r := run_record(cloud, run_id)).get("status") == "REJECTED" and r)
     report_blob = storage_client(cloud).bucket("gbp-input").blob(f"rejected/{name}.errors.json")
     report = orjson.loads(report_blob.download_as_bytes())
     assert run["report_uri"] == f"gs://gbp-input/rejected/{name}.errors.json"
     assert report["invalid_by_reason"] == {"contents_empty": 1, "invalid_json": 1}
     assert [e["line"] for e in report["examples"]["invalid_json"]] == [2]
     assert storage_client(cloud).bucket("gbp-input").blob(name).exists()  # the original is kept
-    assert _vertex_jobs(cloud, run_id) == []
-    assert _all_rows(cloud, run_id) == []
+    assert vertex_jobs(cloud, run_id) == []
+    assert all_rows(cloud, run_id) == []
 
 
 def test_pipeline_skip_invalid_lines_submits_the_rest_and_keeps_failed_rows(cloud: Endpoints) -> None:
-    data = _jsonl([_line("fine", "a")]) + b"not json\n" + _jsonl([_line("also fine", "b")])
-    _, run_id = _upload(cloud, "skip/", data)
-    _until_complete(cloud, run_id)
-    rows = _latest(cloud, run_id)
+    data = jsonl([request_line("fine", "a")]) + b"not json\n" + jsonl([request_line("also fine", "b")])
+    _, run_id = upload_requests(cloud, "skip/", data)
+    until_complete(cloud, run_id)
+    rows = latest_rows(cloud, run_id)
     assert {k: r["outcome"] for k, r in rows.items()} == {"a": "SUCCEEDED", "b": "SUCCEEDED", "line-0000002": "FAILED"}
     assert rows["line-0000002"]["error_status"] == "INVALID_REQUEST"
     assert "line 2: invalid_json" in rows["line-0000002"]["error_message"]
@@ -148,19 +108,19 @@ def test_pipeline_skip_invalid_lines_submits_the_rest_and_keeps_failed_rows(clou
 
 def test_pipeline_retries_retryable_rows_and_marks_missing_ones(cloud: Endpoints) -> None:
     lines = [
-        _line(f"[[emulator:429-once]] busy {time.time_ns()}", "busy"),
-        _line(f"[[emulator:500-once]] flaky {time.time_ns()}", "flaky"),
-        _line("[[emulator:missing]] gone", "gone"),
-        _line("fine", "fine"),
+        request_line(f"[[emulator:429-once]] busy {time.time_ns()}", "busy"),
+        request_line(f"[[emulator:500-once]] flaky {time.time_ns()}", "flaky"),
+        request_line("[[emulator:missing]] gone", "gone"),
+        request_line("fine", "fine"),
     ]
-    _, run_id = _upload(cloud, "runs/", _jsonl(lines))
-    _until_complete(cloud, run_id, timeout=90)
-    rows = _latest(cloud, run_id)
+    _, run_id = upload_requests(cloud, "runs/", jsonl(lines))
+    until_complete(cloud, run_id, timeout=90)
+    rows = latest_rows(cloud, run_id)
     assert (rows["busy"]["outcome"], rows["busy"]["attempt"]) == ("SUCCEEDED", 2)
     assert (rows["flaky"]["outcome"], rows["flaky"]["attempt"]) == ("SUCCEEDED", 2)
     assert (rows["gone"]["outcome"], rows["gone"]["attempt"]) == ("MISSING", 3)  # retried up to MAX_ATTEMPTS
     assert (rows["fine"]["outcome"], rows["fine"]["attempt"]) == ("SUCCEEDED", 1)
-    assert _all_rows(cloud, run_id) == sorted(
+    assert all_rows(cloud, run_id) == sorted(
         [("busy", 1), ("busy", 2), ("flaky", 1), ("flaky", 2), ("gone", 1), ("gone", 2), ("gone", 3), ("fine", 1)]
     )
 
@@ -172,7 +132,7 @@ def test_pipeline_bq_source_through_submit_request(cloud: Endpoints) -> None:
     table = f"{cloud.project}.gbp.requests_{time.time_ns()}"
     schema = [bigquery.SchemaField("key", "STRING"), bigquery.SchemaField("request", "JSON")]
     bq.create_table(bigquery.Table(table, schema=schema))
-    body = _jsonl([{"key": f"bq-{i}", "request": _line(f"from bigquery {i}")["request"]} for i in range(3)])
+    body = jsonl([{"key": f"bq-{i}", "request": request_line(f"from bigquery {i}")["request"]} for i in range(3)])
     config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=schema)
     bq.load_table_from_file(io.BytesIO(body), table, job_config=config).result()
     client = publisher(cloud)
@@ -180,39 +140,23 @@ def test_pipeline_bq_source_through_submit_request(cloud: Endpoints) -> None:
         client.topic_path(cloud.project, "batch-requests"), orjson.dumps({"source": f"bq://{table}"})
     ).result()
     run_id = run_id_for_message(message_id)
-    _until_complete(cloud, run_id)
-    rows = _latest(cloud, run_id)
+    until_complete(cloud, run_id)
+    rows = latest_rows(cloud, run_id)
     assert sorted(rows) == ["bq-0", "bq-1", "bq-2"] and all(r["outcome"] == "SUCCEEDED" for r in rows.values())
 
 
 def test_pipeline_bad_request_messages_are_acked_not_retried(cloud: Endpoints, stack: Any) -> None:
     url = stack.endpoints.functions["submit_request"]
     for payload in (b"not json", orjson.dumps({"source": "ftp://nope"}), orjson.dumps(["a"])):
-        reply = _post_pubsub(url, "batch-requests", cloud.project, payload)
+        reply = post_pubsub(url, "batch-requests", cloud.project, payload)
         assert reply.status_code == 200
-
-
-def _post_pubsub(
-    url: str, topic: str, project: str, payload: bytes, message_id: str | None = None
-) -> requests.Response:
-    message_id = message_id or str(time.time_ns())
-    body = {
-        "message": {"data": base64.b64encode(payload).decode(), "messageId": message_id, "attributes": {}},
-        "subscription": "s",
-    }
-    headers = {
-        "ce-specversion": "1.0", "ce-id": message_id, "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
-        "ce-source": f"//pubsub.googleapis.com/projects/{project}/topics/{topic}", "content-type": "application/json",
-        "ce-time": datetime.now(UTC).isoformat(),
-    }  # fmt: skip
-    return requests.post(url, data=orjson.dumps(body), headers=headers, timeout=120)
 
 
 def test_pipeline_same_finalize_event_five_times_concurrently_creates_one_job_per_chunk(
     cloud: Endpoints, stack: Any
 ) -> None:
-    lines = [_line(f"q{i}", f"k{i}") for i in range(7)]
-    name, run_id = _upload(cloud, "tiny/", _jsonl(lines))  # 3 chunks; the bridge delivers it once too
+    lines = [request_line(f"q{i}", f"k{i}") for i in range(7)]
+    name, run_id = upload_requests(cloud, "tiny/", jsonl(lines))  # 3 chunks; the bridge delivers it once too
     blob = storage_client(cloud).bucket("gbp-input").get_blob(name)
     url = stack.endpoints.functions["submit_batch_tiny"]
     body = orjson.dumps(
@@ -238,16 +182,18 @@ def test_pipeline_same_finalize_event_five_times_concurrently_creates_one_job_pe
     for thread in threads:
         thread.join()
     assert set(replies) <= {200, 500}  # 500: another delivery holds the claim; Eventarc retries those
-    wait_for(lambda: deliver() == 200 and _run(cloud, run_id).get("status") in ("RUNNING", "COMPLETE"), interval=0.5)
-    assert len(_vertex_jobs(cloud, run_id)) == 3  # one per chunk, however often the event came
-    _until_complete(cloud, run_id)
-    assert _all_rows(cloud, run_id) == sorted((f"k{i}", 1) for i in range(7))
+    wait_for(
+        lambda: deliver() == 200 and run_record(cloud, run_id).get("status") in ("RUNNING", "COMPLETE"), interval=0.5
+    )
+    assert len(vertex_jobs(cloud, run_id)) == 3  # one per chunk, however often the event came
+    until_complete(cloud, run_id)
+    assert all_rows(cloud, run_id) == sorted((f"k{i}", 1) for i in range(7))
 
 
 def test_pipeline_batch_finished_five_times_loads_each_row_once(cloud: Endpoints, stack: Any) -> None:
-    lines = [_line(f"q{i}", f"k{i}") for i in range(4)]
-    _, run_id = _upload(cloud, "runs/", _jsonl(lines))
-    _until_complete(cloud, run_id)
+    lines = [request_line(f"q{i}", f"k{i}") for i in range(4)]
+    _, run_id = upload_requests(cloud, "runs/", jsonl(lines))
+    until_complete(cloud, run_id)
     job = orjson.loads(
         storage_client(cloud)
         .bucket("gbp-work")
@@ -261,7 +207,7 @@ def test_pipeline_batch_finished_five_times_loads_each_row_once(cloud: Endpoints
     replies: list[int] = []
     threads = [
         threading.Thread(
-            target=lambda: replies.append(_post_pubsub(url, "batch-finished", cloud.project, message).status_code)
+            target=lambda: replies.append(post_pubsub(url, "batch-finished", cloud.project, message).status_code)
         )
         for _ in range(5)
     ]
@@ -270,146 +216,74 @@ def test_pipeline_batch_finished_five_times_loads_each_row_once(cloud: Endpoints
     for thread in threads:
         thread.join()
     assert replies == [200] * 5
-    assert _all_rows(cloud, run_id) == sorted((f"k{i}", 1) for i in range(4))
+    assert all_rows(cloud, run_id) == sorted((f"k{i}", 1) for i in range(4))
 
 
 # --- in-process: crashes and job faults, with real adapters and their own ledger bucket -------------
 
 
-def _settings(cloud: Endpoints, **overrides: Any) -> Settings:
-    values = {
-        "project": cloud.project, "location": cloud.location, "input_bucket": "gbp-input", "work_bucket": "gbp-manual",
-        "dataset": "gbp", "batch_finished_topic": "batch-results", "batch_results_topic": "batch-results",
-        "input_prefix": "", "lease_seconds": 1,
-    }  # fmt: skip
-    values.update(overrides)
-    return Settings(**values)
-
-
-class _Crash(RuntimeError):
-    pass
-
-
-class _CrashOnce:
-    """Wraps a real adapter; raises once, right after (or before) the chosen call."""
-
-    def __init__(self, inner: Any, method: str, when: Any, after: bool = True) -> None:
-        self.inner, self.method, self.when, self.after, self.fired = inner, method, when, after, False
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name != self.method:
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            armed = not self.fired and self.when(*args, **kwargs)
-            if armed and not self.after:
-                self.fired = True
-                raise _Crash(f"crash before {name}")
-            result = attr(*args, **kwargs)
-            if armed:
-                self.fired = True
-                raise _Crash(f"crash after {name}")
-            return result
-
-        return call
-
-
-def _drive(settings: Settings, p: Ports, run_id: str, cloud: Endpoints, rounds: int = 200) -> None:
-    """Do what the scheduler and the collect trigger do, in-process, until the run is complete."""
-    for _ in range(rounds):
-        run = _run(cloud, run_id, settings.work_bucket)
-        if run.get("announced"):
-            return
-        poll(settings, p, datetime.now(UTC))
-        for blob in storage_client(cloud).list_blobs(settings.work_bucket, prefix=f"ledger/jobs/{run_id}/"):
-            record = orjson.loads(blob.download_as_bytes())
-            if record["status"] in ("FINISHED", "COLLECTING"):
-                message = {"run_id": run_id, "chunk": record["chunk"], "attempt": record["attempt"]}
-                with contextlib.suppress(TransientError):  # a held lease: retried on the next round
-                    collect(message, settings, p, datetime.now(UTC))
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not complete")
-
-
-def _manual_run(cloud: Endpoints, lines: list[dict[str, Any]]) -> tuple[Submission, str]:
-    name, _ = _upload(cloud, "manual/", _jsonl(lines))
-    blob = storage_client(cloud).bucket("gbp-input").get_blob(name)
-    run_id = run_id_for_object(ObjectRef("gbp-input", name, str(blob.generation)))
-    return Submission(run_id, f"gs://gbp-input/{name}", str(blob.generation)), run_id
-
-
 def test_pipeline_crash_after_create_before_ledger_write_bills_once(cloud: Endpoints) -> None:
-    settings = _settings(cloud)
+    settings = manual_settings(cloud)
     real = ports(settings)
-    submission, run_id = _manual_run(cloud, [_line(f"q{i}", f"k{i}") for i in range(3)])
+    submission, run_id = manual_run(cloud, [request_line(f"q{i}", f"k{i}") for i in range(3)])
 
     def recording_submission(uri: str, data: bytes, **_: Any) -> bool:
         return "/ledger/jobs/" in uri and b'"SUBMITTED"' in data
 
-    store = _CrashOnce(real.store, "write", recording_submission, after=False)
+    store = CrashOnce(real.store, "write", recording_submission, after=False)
     crashing = Ports(store=store, jobs=real.jobs, warehouse=real.warehouse, bus=real.bus)
-    with pytest.raises(_Crash):
-        submit(submission, settings, crashing, datetime.now(UTC))
-    assert len(_vertex_jobs(cloud, run_id)) == 1  # created, but the ledger does not know
+    with pytest.raises(Crash):
+        submit(submission, settings, crashing, invocation())
+    assert len(vertex_jobs(cloud, run_id)) == 1  # created, but the ledger does not know
     time.sleep(settings.lease_seconds + 0.2)
-    assert submit(submission, settings, real, datetime.now(UTC)) == "submitted"  # the redelivery
-    assert len(_vertex_jobs(cloud, run_id)) == 1  # found by its labels and adopted: billed once
-    _drive(settings, real, run_id, cloud)
-    assert _all_rows(cloud, run_id) == [("k0", 1), ("k1", 1), ("k2", 1)]
+    assert submit(submission, settings, real, invocation()) == "submitted"  # the redelivery
+    assert len(vertex_jobs(cloud, run_id)) == 1  # found by its labels and adopted: billed once
+    drive_until_complete(settings, real, run_id, cloud)
+    assert all_rows(cloud, run_id) == [("k0", 1), ("k1", 1), ("k2", 1)]
 
 
 def test_pipeline_crash_during_the_load_loses_and_duplicates_nothing(cloud: Endpoints) -> None:
-    settings = _settings(cloud)
+    settings = manual_settings(cloud)
     real = ports(settings)
-    submission, run_id = _manual_run(cloud, [_line(f"q{i}", f"k{i}") for i in range(3)])
-    submit(submission, settings, real, datetime.now(UTC))
+    submission, run_id = manual_run(cloud, [request_line(f"q{i}", f"k{i}") for i in range(3)])
+    submit(submission, settings, real, invocation())
     crashing = Ports(
         store=real.store, jobs=real.jobs, bus=real.bus,
-        warehouse=_CrashOnce(real.warehouse, "load", lambda uri, table, job_id: table == "predictions"),
+        warehouse=CrashOnce(real.warehouse, "load_once", lambda job_id, uri, table, **_: table == "predictions"),
     )  # fmt: skip
     record = wait_for(
-        lambda: poll(settings, real, datetime.now(UTC)) and _job(cloud, settings, run_id)["status"] == "FINISHED"
+        lambda: poll(settings, real, invocation()) and job_record(cloud, settings, run_id)["status"] == "FINISHED"
     )
     del record
-    with pytest.raises(_Crash):  # the rows are in BigQuery, the ledger does not know
-        collect({"run_id": run_id, "chunk": 0, "attempt": 1}, settings, crashing, datetime.now(UTC))
-    assert _all_rows(cloud, run_id) == [("k0", 1), ("k1", 1), ("k2", 1)]
+    with pytest.raises(Crash):  # the rows are in BigQuery, the ledger does not know
+        collect({"run_id": run_id, "chunk": 0, "attempt": 1}, settings, crashing, invocation())
+    assert all_rows(cloud, run_id) == [("k0", 1), ("k1", 1), ("k2", 1)]
     time.sleep(settings.lease_seconds + 0.2)
-    assert collect({"run_id": run_id, "chunk": 0, "attempt": 1}, settings, real, datetime.now(UTC)) == "collected"
-    assert collect({"run_id": run_id, "chunk": 0, "attempt": 1}, settings, real, datetime.now(UTC)) == "duplicate"
-    assert _all_rows(cloud, run_id) == [("k0", 1), ("k1", 1), ("k2", 1)]
-    assert _run(cloud, run_id, settings.work_bucket)["announced"] is True
-
-
-def _job(cloud: Endpoints, settings: Settings, run_id: str, chunk: int = 0, attempt: int = 1) -> dict[str, Any]:
-    blob = (
-        storage_client(cloud)
-        .bucket(settings.work_bucket)
-        .blob(f"ledger/jobs/{run_id}/{run_id}-c{chunk:04d}-a{attempt}.json")
-    )
-    return orjson.loads(blob.download_as_bytes())
+    assert collect({"run_id": run_id, "chunk": 0, "attempt": 1}, settings, real, invocation()) == "collected"
+    assert collect({"run_id": run_id, "chunk": 0, "attempt": 1}, settings, real, invocation()) == "duplicate"
+    assert all_rows(cloud, run_id) == [("k0", 1), ("k1", 1), ("k2", 1)]
+    assert run_record(cloud, run_id, settings.work_bucket)["announced"] is True
 
 
 @pytest.mark.parametrize("fault", ["partial", "fail", "expire"])
 def test_pipeline_job_that_ends_badly_keeps_its_rows_and_retries_the_rest(cloud: Endpoints, fault: str) -> None:
-    settings = _settings(cloud)
+    settings = manual_settings(cloud)
     real = ports(settings)
     once = f"[[emulator:429-once]] busy {fault} {time.time_ns()}"  # -once faults remember key+request
-    lines = [_line(f"q{i}", f"k{i}") for i in range(6)] + [_line(once, "busy")]
-    submission, run_id = _manual_run(cloud, lines)
+    lines = [request_line(f"q{i}", f"k{i}") for i in range(6)] + [request_line(once, "busy")]
+    submission, run_id = manual_run(cloud, lines)
     rule = {"jobs": [{"labels": {"gbp_run": run_id, "gbp_attempt": "1"}, "faults": {fault: "true"}, "count": 1}]}
     requests.post(f"{cloud.vertex}/_emulator/faults", json=rule, timeout=10).raise_for_status()
-    submit(submission, settings, real, datetime.now(UTC))
-    _drive(settings, real, run_id, cloud)
-    first = _job(cloud, settings, run_id)
+    submit(submission, settings, real, invocation())
+    drive_until_complete(settings, real, run_id, cloud)
+    first = job_record(cloud, settings, run_id)
     assert (
         first["vertex_state"]
         == {"partial": "JOB_STATE_PARTIALLY_SUCCEEDED", "fail": "JOB_STATE_FAILED", "expire": "JOB_STATE_EXPIRED"}[
             fault
         ]
     )
-    attempt_one = _query(
+    attempt_one = query_rows(
         cloud, "SELECT request_key, outcome FROM gbp.predictions WHERE run_id = @run AND attempt = 1", run_id
     )
     assert len(attempt_one) == 7  # every key has its attempt-1 row: kept output, or MISSING
@@ -417,7 +291,7 @@ def test_pipeline_job_that_ends_badly_keeps_its_rows_and_retries_the_rest(cloud:
         assert {r["outcome"] for r in attempt_one} == {"MISSING"}
     if fault == "fail":
         assert {"MISSING", "SUCCEEDED"} <= {r["outcome"] for r in attempt_one}
-    rows = _latest(cloud, run_id)
+    rows = latest_rows(cloud, run_id)
     assert len(rows) == 7 and all(r["outcome"] == "SUCCEEDED" for r in rows.values()), {
         k: (r["outcome"], r["attempt"]) for k, r in rows.items()
     }
@@ -427,18 +301,18 @@ def test_pipeline_job_that_ends_badly_keeps_its_rows_and_retries_the_rest(cloud:
 
 
 def test_pipeline_stuck_job_is_cancelled_and_resubmitted(cloud: Endpoints) -> None:
-    settings = _settings(cloud, run_timeout_seconds=1)
+    settings = manual_settings(cloud, run_timeout_seconds=1)
     real = ports(settings)
-    submission, run_id = _manual_run(cloud, [_line(f"q{i}", f"k{i}") for i in range(3)])
+    submission, run_id = manual_run(cloud, [request_line(f"q{i}", f"k{i}") for i in range(3)])
     rule = {
         "jobs": [{"labels": {"gbp_run": run_id, "gbp_attempt": "1"}, "faults": {"stuck-running": "true"}, "count": 1}]
     }
     requests.post(f"{cloud.vertex}/_emulator/faults", json=rule, timeout=10).raise_for_status()
-    submit(submission, settings, real, datetime.now(UTC))
-    _drive(settings, real, run_id, cloud)
-    first = _job(cloud, settings, run_id)
+    submit(submission, settings, real, invocation())
+    drive_until_complete(settings, real, run_id, cloud)
+    first = job_record(cloud, settings, run_id)
     assert first["stuck"] is True and first["vertex_state"] == "JOB_STATE_CANCELLED"
-    rows = _latest(cloud, run_id)
+    rows = latest_rows(cloud, run_id)
     assert {(k, r["outcome"], r["attempt"]) for k, r in rows.items()} == {(f"k{i}", "SUCCEEDED", 2) for i in range(3)}
 
 
@@ -448,9 +322,10 @@ def test_function_answers_500_on_a_transient_failure_and_succeeds_when_retried(
     from functions_framework import create_app
 
     env = {
-        "GCP_PROJECT": cloud.project, "VERTEX_LOCATION": cloud.location, "INPUT_BUCKET": "gbp-input",
-        "WORK_BUCKET": "gbp-manual", "BQ_DATASET": "gbp", "BATCH_FINISHED_TOPIC": "batch-results",
-        "BATCH_RESULTS_TOPIC": "batch-results", "INPUT_PREFIX": "manual/", "LEASE_SECONDS": "1",
+        "GCP_PROJECT": cloud.project, "VERTEX_LOCATION": cloud.location, "BQ_LOCATION": cloud.location,
+        "INPUT_BUCKET": "gbp-input", "WORK_BUCKET": "gbp-manual", "BQ_DATASET": "gbp",
+        "BATCH_REQUESTS_TOPIC": "batch-results", "BATCH_FINISHED_TOPIC": "batch-results",
+        "BATCH_RESULTS_TOPIC": "batch-results", "INPUT_PREFIX": "manual/", "LEASE_SECONDS": "600",
     }  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -458,7 +333,7 @@ def test_function_answers_500_on_a_transient_failure_and_succeeds_when_retried(
     client = create_app(
         "submit_batch", str(root / "functions" / "submit_batch" / "main.py"), "cloudevent"
     ).test_client()
-    name, run_id = _upload(cloud, "manual/", _jsonl([_line("hello", "a")]))
+    name, run_id = upload_requests(cloud, "manual/", jsonl([request_line("hello", "a")]))
     blob = storage_client(cloud).bucket("gbp-input").get_blob(name)
     event = {
         "headers": {
@@ -473,16 +348,16 @@ def test_function_answers_500_on_a_transient_failure_and_succeeds_when_retried(
     }  # fmt: skip
     requests.post(f"{cloud.vertex}/_emulator/faults", json={"create": [503]}, timeout=10).raise_for_status()
     assert client.post("/", **event).status_code == 500  # Vertex said 503: retried by the trigger
-    assert _vertex_jobs(cloud, run_id) == []
-    time.sleep(1.2)  # the claim's lease
+    assert vertex_jobs(cloud, run_id) == []
+    # The failed delivery released its claims: the retry goes on at once, not after a 600 s lease.
     assert client.post("/", **event).status_code == 200  # the retry submits
     assert client.post("/", **event).status_code == 200  # and a duplicate is acked
-    assert len(_vertex_jobs(cloud, run_id)) == 1
+    assert len(vertex_jobs(cloud, run_id)) == 1
 
 
 def test_adapter_reads_a_job_the_sdk_cannot_parse(cloud: Endpoints) -> None:
-    settings = _settings(cloud)
-    source = f"gs://gbp-input/{_upload(cloud, 'manual/', _jsonl([_line('hi', 'a')]))[0]}"
+    settings = manual_settings(cloud)
+    source = f"gs://gbp-input/{upload_requests(cloud, 'manual/', jsonl([request_line('hi', 'a')]))[0]}"
     labels = {"gbp_run": f"details-{time.time_ns()}", "emulator-error-details": "true"}
     jobs = ports(settings).jobs
     job = jobs.create(model="gemini-2.5-flash", input_uri=source, dest_prefix="gs://gbp-manual/outputs/details",
@@ -490,4 +365,4 @@ def test_adapter_reads_a_job_the_sdk_cannot_parse(cloud: Endpoints) -> None:
     # batches.get raises on structured error.details (1.56: AttributeError, 3.x: ValidationError);
     # the adapter reads the job over REST instead.
     done = wait_for(lambda: (j := jobs.get(job.name, cloud.location)).state == "JOB_STATE_FAILED" and j)
-    assert done.error and "Quota exceeded" in done.error
+    assert done.error is not None and "Quota exceeded" in done.error.message and done.error.code == 8

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import google.oauth2.credentials
 import orjson
 import pytest
 import requests
+from google import genai
 from google.genai import errors, types
 
 from local.clients import bigquery_client, genai_client, storage_client
-from local.stack import Endpoints
+from local.stack import Endpoints, free_port
 from shared.core.normalize import Normalizer, RowContext
 from tests.integration.conftest import wait_for
 
@@ -28,6 +32,9 @@ FINAL = {
     "JOB_STATE_PARTIALLY_SUCCEEDED",
 }
 _counter = itertools.count()
+# The HTTP library under google-genai, whose errors reach the caller untranslated: 1.56 uses httpx;
+# 3.6 uses httpx2, a fork of httpx whose exceptions are NOT httpx's (except httpx.X misses them).
+HTTP = importlib.import_module("httpx2" if int(genai.__version__.split(".")[0]) >= 3 else "httpx")
 
 
 def _request(text: str, key: str | None = None, **config: Any) -> dict[str, Any]:
@@ -46,8 +53,10 @@ def _upload(cloud: Endpoints, lines: list[dict[str, Any]] | bytes) -> str:
     return f"gs://gbp-input/{name}"
 
 
-def _create(cloud: Endpoints, src: str, labels: dict[str, str] | None = None) -> tuple[Any, str]:
-    client = genai_client(cloud)
+def _create(
+    cloud: Endpoints, src: str, labels: dict[str, str] | None = None, client: genai.Client | None = None
+) -> tuple[Any, str]:
+    client = client or genai_client(cloud)
     dest = f"gs://gbp-output/vertex-tests/{next(_counter)}-{time.time_ns()}"
     config = types.CreateBatchJobConfig(
         dest=dest,
@@ -308,6 +317,159 @@ def test_vertex_create_errors_surface_as_sdk_errors(cloud: Endpoints) -> None:
     assert (first.value.code, second.value.code) == (429, 503)
     job, _ = _create(cloud, src)  # the queue is drained
     _finish(cloud, job.name)
+
+
+@pytest.fixture
+def faults(cloud: Endpoints) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Queue call faults (``POST /_emulator/faults``); whatever is left is cleared afterwards."""
+
+    def queue(body: dict[str, Any]) -> None:
+        requests.post(f"{cloud.vertex}/_emulator/faults", json=body, timeout=10).raise_for_status()
+
+    yield queue
+    requests.delete(f"{cloud.vertex}/_emulator/faults", timeout=10).raise_for_status()
+
+
+def _client(cloud: Endpoints, base_url: str = "", **options: Any) -> genai.Client:
+    """Like ``genai_client``, with more HttpOptions (``timeout`` in ms, ``retry_options``)."""
+    return genai.Client(
+        vertexai=True,
+        project=cloud.project,
+        location=cloud.location,
+        credentials=google.oauth2.credentials.Credentials(token="local"),
+        http_options=types.HttpOptions(base_url=base_url or cloud.vertex, api_version="v1", **options),
+    )
+
+
+def _run_id() -> str:
+    return f"net-{next(_counter)}-{time.time_ns()}"
+
+
+def _jobs(cloud: Endpoints, run: str) -> list[Any]:
+    client = genai_client(cloud)  # referenced until the pages are read (NOTES §5: closed when collected)
+    return list(client.batches.list(config=types.ListBatchJobsConfig(filter=f'labels.run_id="{run}"')))
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "created"),
+    [
+        ("reset", "ReadError", 0),
+        ("disconnect", "RemoteProtocolError", 0),
+        ("reset-after", "ReadError", 1),  # the lost answer: Vertex created (and bills) the job
+        ("disconnect-after", "RemoteProtocolError", 1),
+    ],
+)
+def test_vertex_dropped_create_raises_a_transport_error_and_creates_only_what_vertex_did(
+    cloud: Endpoints, faults: Callable[[dict[str, Any]], None], fault: str, error: str, created: int
+) -> None:
+    run = _run_id()
+    faults({"create": [{"fault": fault, "labels": {"run_id": run}}]})  # only this test's create
+    with pytest.raises(HTTP.TransportError) as raised:
+        _create(cloud, _upload(cloud, [_request("hi", "a")]), {"run_id": run})
+    assert type(raised.value) is getattr(HTTP, error)
+    # Exactly what Vertex did, no more: the SDK retried nothing (a retry would have created one more).
+    assert len(_jobs(cloud, run)) == created
+
+
+def test_vertex_get_fault_fails_one_job_on_every_poll_while_the_others_answer(
+    cloud: Endpoints, faults: Callable[[dict[str, Any]], None]
+) -> None:
+    src = _upload(cloud, [_request("hi", "a")])
+    (sick, _), (healthy, _) = _create(cloud, src), _create(cloud, src)
+    faults({"get": [{"fault": "reset", "job": sick.name, "count": -1}]})
+    client = genai_client(cloud)
+    for _ in range(3):
+        with pytest.raises(HTTP.ReadError):
+            client.batches.get(name=sick.name)
+        assert client.batches.get(name=healthy.name).name == healthy.name
+    sick_id = sick.name.rsplit("/", 1)[1]
+    queued = requests.get(f"{cloud.vertex}/_emulator/faults", timeout=10).json()["get"]
+    assert queued == [{"fault": "reset", "job": sick_id, "count": -1}]
+    requests.delete(f"{cloud.vertex}/_emulator/faults", timeout=10).raise_for_status()
+    faults({"get": [{"fault": 503, "job": sick_id, "count": 2}]})
+    for _ in range(2):
+        with pytest.raises(errors.ServerError) as raised:
+            client.batches.get(name=sick.name)
+        assert raised.value.code == 503
+    assert client.batches.get(name=sick.name).name == sick.name
+
+
+def test_vertex_list_faults_reach_the_sdk(cloud: Endpoints, faults: Callable[[dict[str, Any]], None]) -> None:
+    run = _run_id()
+    _create(cloud, _upload(cloud, [_request("hi", "a")]), {"run_id": run})
+    mine = {"labels": {"run_id": run}}  # list calls whose filter names this label
+    faults({"list": [{"fault": 429, **mine}, {"fault": "disconnect", **mine}]})
+    with pytest.raises(errors.ClientError) as raised:
+        _jobs(cloud, run)
+    assert raised.value.code == 429
+    with pytest.raises(HTTP.RemoteProtocolError):
+        _jobs(cloud, run)
+    assert len(_jobs(cloud, run)) == 1
+
+
+def test_vertex_late_answer_times_the_client_out_after_the_job_was_created(
+    cloud: Endpoints, faults: Callable[[dict[str, Any]], None]
+) -> None:
+    run = _run_id()
+    faults({"create": [{"fault": "delay", "seconds": 2, "labels": {"run_id": run}}]})
+    impatient = _client(cloud, timeout=300)  # milliseconds
+    with pytest.raises(HTTP.ReadTimeout):
+        _create(cloud, _upload(cloud, [_request("hi", "a")]), {"run_id": run}, client=impatient)
+    [job] = _jobs(cloud, run)  # Vertex created it all the same: a timed-out create may have billed
+    faults({"get": [{"fault": "delay", "seconds": 2, "job": job.name}]})
+    with pytest.raises(HTTP.ReadTimeout):
+        impatient.batches.get(name=job.name)
+
+
+def test_vertex_unreachable_is_a_connect_error(cloud: Endpoints) -> None:
+    nobody = _client(cloud, base_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(HTTP.ConnectError):
+        nobody.batches.get(name=f"projects/{cloud.project}/locations/{cloud.location}/batchPredictionJobs/1")
+
+
+def test_vertex_sdk_retries_only_when_asked_and_a_retried_timeout_creates_twice(
+    cloud: Endpoints, faults: Callable[[dict[str, Any]], None]
+) -> None:
+    retry = types.HttpRetryOptions(attempts=2, initial_delay=0.01, max_delay=0.01, jitter=0)
+    retrying = _client(cloud, timeout=300, retry_options=retry)
+    src = _upload(cloud, [_request("hi", "a")])
+    unavailable, lost, late = _run_id(), _run_id(), _run_id()
+    faults(
+        {
+            "create": [
+                {"fault": 503, "labels": {"run_id": unavailable}},
+                {"fault": "reset-after", "labels": {"run_id": lost}},
+                {"fault": "delay", "seconds": 2, "labels": {"run_id": late}},
+            ]
+        }
+    )
+    _create(cloud, src, {"run_id": unavailable}, client=retrying)  # 503 is retried: it succeeds
+    assert len(_jobs(cloud, unavailable)) == 1
+    with pytest.raises(HTTP.ReadError):  # a dropped connection is never retried
+        _create(cloud, src, {"run_id": lost}, client=retrying)
+    assert len(_jobs(cloud, lost)) == 1
+    if HTTP.__name__ == "httpx2":  # 3.x retries timeouts (and connect errors): the job is created twice
+        _create(cloud, src, {"run_id": late}, client=retrying)
+        assert len(_jobs(cloud, late)) == 2
+    else:  # 1.56 retries API errors only
+        with pytest.raises(HTTP.ReadTimeout):
+            _create(cloud, src, {"run_id": late}, client=retrying)
+        assert len(_jobs(cloud, late)) == 1
+
+
+def test_vertex_fault_api_rejects_faults_it_cannot_act_out(cloud: Endpoints) -> None:
+    url = f"{cloud.vertex}/_emulator/faults"
+    for bad in (
+        {"get": ["bogus"]},
+        {"get": [200]},
+        {"create": [{"fault": "reset", "job": "1"}]},  # a create names no job yet
+        {"list": [{"fault": "delay"}]},  # how long?
+        {"create": ["reset"], "get": [{"fault": "reset", "count": 0}]},  # nothing is queued when one is bad
+    ):
+        reply = requests.post(url, json=bad, timeout=10)
+        assert reply.status_code == 400 and reply.json()["error"]["status"] == "INVALID_ARGUMENT", bad
+    queued = requests.get(url, timeout=10).json()
+    assert (queued["create"], queued["get"], queued["list"]) == ([], [], [])
 
 
 def test_vertex_error_details_with_structured_objects(cloud: Endpoints) -> None:

@@ -73,6 +73,10 @@ def test_every_function_entry_point_is_a_function_in_its_main_py() -> None:
 def _environment_mismatch(folder: Path) -> tuple[set[str], set[str]]:
     """(set by Terraform but read by nothing, read by the code but not set by Terraform)."""
     environment = set(_load("functions.tf", folder)["locals"][0]["environment"])
+    # modules/function adds what each function sets for itself: merge(var.environment, {NAME = ...}).
+    module = (folder / "modules" / "function" / "main.tf").read_text()
+    added = re.search(r"merge\(var\.environment, \{(.*?)\}\)", module)
+    environment |= set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", added.group(1) if added else ""))
     read = set(Settings.variables())
     return environment - read, read - environment
 
@@ -163,3 +167,14 @@ def test_checkov_catches_an_unjustified_public_bucket(tmp_path: Path) -> None:
     done = _checkov(tmp_path / "tf")
     failed = {c["check_id"] for c in json.loads(done.stdout)["results"]["failed_checks"]}
     assert done.returncode != 0 and "CKV_GCP_114" in failed
+
+
+def test_the_local_cloud_gives_functions_terraform_s_timeout() -> None:
+    from local.wiring import Wiring
+
+    variables = {
+        _unquote(next(iter(v))): next(iter(v.values())) for v in _load("modules/function/variables.tf")["variable"]
+    }
+    default = variables["timeout_seconds"]["default"]
+    assert not re.search(r"^\s*timeout_seconds\s*=", (TF / "functions.tf").read_text(), re.M)  # none overrides it
+    assert {f.timeout_seconds for f in Wiring.load(ROOT / "local" / "wiring.json").functions} == {default}

@@ -1,6 +1,11 @@
 """Small in-memory fakes of the ports, for unit tests of the services only.
 
-The integration tests run the same services against the real local cloud.
+They fail like the real services do — a store whose readers have no fast ``readline`` (like
+GCS's BlobReader) and whose writers leave nothing behind when they fail; a job service that
+answers 429, loses a create's answer, refuses a model, and cancels through CANCELLING; a
+warehouse whose load jobs stay RUNNING, end FAILED, and whose ids are single-use — so that
+the paths that lose data are exercised. The integration tests run the same services against
+the real local cloud.
 """
 
 from __future__ import annotations
@@ -10,12 +15,33 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 import orjson
 
-from shared.core.errors import ConflictError, TransientError
-from shared.ports import Ports, VertexJob
+from shared.core.errors import ConflictError, PermanentError, RefusedError, TransientError
+from shared.ports import JobError, LoadResult, LoadState, Ports, VertexJob
+from shared.services.ledger import Invocation
+
+SMALL_READ = 4096
+
+
+class BlobLikeReader(io.RawIOBase):
+    """A reader like GCS's: no ``peek``, so ``readline``/iteration read one byte per call (counted)."""
+
+    def __init__(self, data: bytes, reads: list[int]) -> None:
+        self._data, self._pos, self._reads = data, 0, reads
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), len(self._data) - self._pos)
+        buffer[:size] = self._data[self._pos : self._pos + size]
+        self._pos += size
+        self._reads.append(len(buffer))
+        return size
 
 
 class MemoryStore:
@@ -23,18 +49,36 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, int]] = {}
+        self.custom_times: dict[str, datetime] = {}
+        self.reads: list[int] = []  # the size asked for by every read() of every stream
         self._generations = itertools.count(1)
+        self.fail_writes: dict[str, int] = {}  # uri substring -> writes still to fail (TransientError)
 
     @contextmanager
     def open(self, uri: str, generation: str | None = None) -> Iterator[BinaryIO]:
+        if uri not in self.objects:
+            raise RefusedError(f"reading {uri}: 404 not found", 404, "NOT_FOUND")
         data, current = self.objects[uri]
-        assert generation is None or int(generation) == current, "generation pinned reads"
-        yield io.BytesIO(data)
+        if generation is not None and int(generation) != current:
+            raise RefusedError(f"reading {uri}#{generation}: 404 not found", 404, "NOT_FOUND")
+        yield BlobLikeReader(data, self.reads)  # type: ignore[misc]
+
+    def small_reads(self) -> int:
+        """Reads that asked for fewer than SMALL_READ bytes (one per byte when a stream is iterated)."""
+        return sum(1 for size in self.reads if size < SMALL_READ)
 
     def read(self, uri: str) -> tuple[bytes, int] | None:
         return self.objects.get(uri)
 
+    def generation(self, uri: str) -> str | None:
+        found = self.objects.get(uri)
+        return None if found is None else str(found[1])
+
     def write(self, uri: str, data: bytes, *, if_generation_match: int | None = None) -> int:
+        for part, left in self.fail_writes.items():
+            if part in uri and left:
+                self.fail_writes[part] = left - 1
+                raise TransientError(f"writing {uri}: 503")
         current = self.objects.get(uri, (b"", 0))[1]
         if if_generation_match is not None and if_generation_match != current:
             raise ConflictError(uri)
@@ -45,7 +89,7 @@ class MemoryStore:
     @contextmanager
     def writer(self, uri: str) -> Iterator[BinaryIO]:
         buffer = io.BytesIO()
-        yield buffer
+        yield buffer  # a failure in the block leaves nothing behind
         self.write(uri, buffer.getvalue())
 
     def list(self, prefix_uri: str) -> list[str]:
@@ -54,26 +98,59 @@ class MemoryStore:
     def delete(self, uri: str) -> None:
         self.objects.pop(uri, None)
 
+    def set_custom_time(self, uri: str, when: datetime) -> None:
+        if uri in self.objects:
+            self.custom_times[uri] = max(when, self.custom_times.get(uri, when))
+
+
+@dataclass
+class FakeClock:
+    """The real clock of a test: it moves when the test says so."""
+
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def invocation(self, timeout: float = 540) -> Invocation:
+        return Invocation.starting(self, timeout)
+
 
 @dataclass
 class FakeJobs:
-    """Vertex batch jobs whose states the test sets."""
+    """Vertex batch jobs whose states the test sets; create can fail, lose its answer or refuse."""
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fail_next_create: bool = False
+    create_faults: list[str] = field(default_factory=list)  # "429", "503", "lost" (created, answer lost), "400"
+    get_faults: dict[str, int] = field(default_factory=dict)  # job name -> gets still to fail (-1: always)
+    creates: int = 0
 
     def create(
         self, *, model: str, input_uri: str, dest_prefix: str, display_name: str, labels: dict[str, str], location: str
     ) -> VertexJob:
-        if self.fail_next_create:
-            self.fail_next_create = False
-            raise TransientError("503 on create")
+        fault = self.create_faults.pop(0) if self.create_faults else ""
+        if fault in ("429", "503"):
+            raise TransientError(f"creating a batch job: {fault}")
+        if fault == "400":
+            raise RefusedError(f"creating a batch job: 400 model {model} not found", 400, "INVALID_ARGUMENT")
+        self.creates += 1
         name = f"projects/p/locations/{location}/batchPredictionJobs/{len(self.jobs) + 1}"
         self.jobs[name] = {"state": "JOB_STATE_QUEUED", "labels": labels, "input": input_uri, "dest": dest_prefix}
+        if fault == "lost":
+            raise TransientError("creating a batch job: RemoteProtocolError: Server disconnected")
         return VertexJob(name, "JOB_STATE_QUEUED")
 
     def get(self, name: str, location: str) -> VertexJob:
-        return VertexJob(name, self.jobs[name]["state"])
+        left = self.get_faults.get(name, 0)
+        if left:
+            self.get_faults[name] = left - 1 if left > 0 else left
+            raise TransientError(f"reading {name}: ReadError")
+        job = self.jobs[name]
+        error = job.get("error")
+        return VertexJob(name, job["state"], JobError(error[0], None, error[1]) if error else None)
 
     def find(self, labels: dict[str, str], location: str) -> VertexJob | None:
         for name, job in self.jobs.items():
@@ -82,26 +159,45 @@ class FakeJobs:
         return None
 
     def cancel(self, name: str, location: str) -> None:
-        self.jobs[name]["state"] = "JOB_STATE_CANCELLED"
+        if self.jobs[name]["state"].endswith(("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")):
+            raise RefusedError(f"cancelling {name}: 400 already final", 400, "FAILED_PRECONDITION")
+        self.jobs[name]["state"] = "JOB_STATE_CANCELLING"
 
 
 @dataclass
 class FakeWarehouse:
-    """Load jobs by id; latest_predictions computed from the loaded rows."""
+    """Load jobs by id (single-use, like BigQuery's); loads can stay RUNNING or end FAILED."""
 
     store: MemoryStore
-    loads: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> {table, rows, state, error}
+    load_faults: list[dict[str, Any]] = field(default_factory=list)  # {"running": n} or {"fail": reason}
+    insert_faults: list[str] = field(default_factory=list)  # "quotaExceeded" ... (no job created)
 
-    def load_state(self, job_id: str) -> str | None:
-        return "DONE" if job_id in self.loads else None
+    def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
+        job = self.jobs.get(job_id)
+        if job is None:
+            if self.insert_faults:
+                raise TransientError(f"loading {source_uri}: 403 {self.insert_faults.pop(0)}")
+            fault = self.load_faults.pop(0) if self.load_faults else {}
+            data, _ = self.store.objects[source_uri]
+            rows = [orjson.loads(line) for line in data.splitlines() if line]
+            job = self.jobs[job_id] = {"table": table, "rows": rows, "running": fault.get("running", 0),
+                                       "error": fault.get("fail")}  # fmt: skip
+        if job["running"]:
+            job["running"] -= 1
+            raise TransientError(f"load job {job_id} still RUNNING")
+        if job["error"]:
+            reason = job["error"]
+            return LoadResult(
+                job_id, LoadState.FAILED, f"{reason}: failed", reason in ("backendError", "quotaExceeded")
+            )
+        return LoadResult(job_id, LoadState.DONE)
 
-    def load(self, source_uri: str, table: str, job_id: str) -> None:
-        assert job_id not in self.loads, f"load job {job_id} submitted twice"
-        data, _ = self.store.objects[source_uri]
-        self.loads[job_id] = (table, [orjson.loads(line) for line in data.splitlines() if line])
+    def loaded(self, table: str) -> list[dict[str, Any]]:
+        return [j for j in self.jobs.values() if j["table"] == table and not j["error"] and not j["running"]]
 
     def rows(self, table: str = "predictions") -> list[dict[str, Any]]:
-        return [row for t, rows in self.loads.values() if t == table for row in rows]
+        return [row for job in self.loaded(table) for row in job["rows"]]
 
     def latest(self, run_id: str) -> dict[str, dict[str, Any]]:
         latest: dict[str, dict[str, Any]] = {}
@@ -117,16 +213,26 @@ class FakeWarehouse:
         return {"counts": counts, "rows": sum(counts.values()), "max_attempt": 0, "tokens": {}, "table": "latest"}
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
-        raise NotImplementedError
+        raise PermanentError(f"reading {table_uri}: 404 Not found: Table")
 
 
 @dataclass
 class FakeBus:
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    fail_next: int = 0
 
     def publish(self, topic: str, message: dict[str, Any], **attributes: str) -> str:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise TransientError(f"publishing to {topic}: 503")
         self.messages.append((topic, message))
         return str(len(self.messages))
+
+    def take(self, topic: str) -> list[dict[str, Any]]:
+        """The messages published to ``topic`` since the last take (removed)."""
+        taken = [m for t, m in self.messages if t == topic]
+        self.messages[:] = [(t, m) for t, m in self.messages if t != topic]
+        return taken
 
 
 def fake_ports() -> Ports:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from shared.config import REQUIRED, Settings, SettingsError
-from shared.core.ids import ObjectRef, job_labels, label_value, load_job_id, run_id_for_message, run_id_for_object
+from shared.core.errors import PermanentError
+from shared.core.ids import (
+    ObjectRef,
+    job_labels,
+    label_value,
+    load_job_id,
+    run_id_for_message,
+    run_id_for_object,
+    user_labels,
+)
+from shared.core.messages import check_model, check_source, parse_request_message
 
 BASE = {name: "x" for name in REQUIRED}
 
@@ -43,4 +53,51 @@ def test_job_labels_are_valid_vertex_labels() -> None:
     labels = job_labels("r123", 4, 2, {"Team": "Data Science!", "2fa": "on"})
     assert labels == {"team": "data-science-", "l2fa": "on", "gbp_run": "r123", "gbp_chunk": "4", "gbp_attempt": "2"}
     assert len(label_value("x" * 100)) == 63
-    assert load_job_id("predictions", "r1", 0, 1) == "gbp_predictions_r1_c0000_a1"
+    assert load_job_id("predictions", "r1-c0000-a1", 2) == "gbp_predictions_r1_c0000_a1_v2"
+
+
+def test_user_labels_that_collide_or_overflow_are_refused_not_overwritten() -> None:
+    with pytest.raises(PermanentError, match=r"\['Team', 'team'\] all become 'team'"):
+        user_labels({"Team": "a", "team": "b"})
+    with pytest.raises(PermanentError, match="the pipeline's"):
+        user_labels({"gbp_run": "x"})
+    with pytest.raises(PermanentError, match="at most 61 fit"):
+        user_labels({f"k{i}": "v" for i in range(62)})
+    with pytest.raises(PermanentError, match="empty label key"):
+        user_labels({"": "v"})
+    assert len(user_labels({f"k{i}": "v" for i in range(61)})) == 61
+    assert user_labels({"x" * 80: "y" * 80}) == {"x" * 63: "y" * 63}
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["gemini-2.5-flash", "gemini-2.0-flash-001", "publishers/google/models/gemini-2.5-pro",
+     "projects/p-1/locations/us-central1/publishers/google/models/gemini-2.5-flash",
+     "projects/p-1/locations/us-central1/endpoints/123"],
+)  # fmt: skip
+def test_model_names_of_every_vertex_form_are_accepted(model: str) -> None:
+    assert check_model(model) == model
+
+
+@pytest.mark.parametrize("model", ["", "Gemini 2.5", "gemini-2.5-flash\n", "models/../x", "a" * 200])
+def test_malformed_model_names_are_refused(model: str) -> None:
+    with pytest.raises(PermanentError, match="bad model"):
+        check_model(model)
+
+
+@pytest.mark.parametrize("source", ["gs://", "gs://b/x", "gs://bucket", "gs://bucket/", "s3://bucket/x",
+                                    "bq://proj.table", "bq://p.d.t", "bq://my-project.ds.t.extra"])  # fmt: skip
+def test_malformed_sources_are_refused(source: str) -> None:
+    with pytest.raises(PermanentError, match="bad source"):
+        check_source(source)
+
+
+def test_request_messages_are_checked_whole_before_anything_is_claimed() -> None:
+    good = parse_request_message({"source": "bq://my-project.ds.requests", "labels": {"Team": "ML"}})
+    assert (good.source, good.labels) == ("bq://my-project.ds.requests", {"team": "ml"})
+    with pytest.raises(PermanentError) as error:
+        parse_request_message({"source": "ftp://x", "model": "Bad Model", "labels": {"a": "1", "A": "2"}})
+    assert all(part in str(error.value) for part in ("bad source", "bad model", "all become"))
+    assert parse_request_message({"resume": "r0123456789abcdef0123"}).resume == "r0123456789abcdef0123"
+    with pytest.raises(PermanentError, match="not a run id"):
+        parse_request_message({"resume": "../etc"})

@@ -1,149 +1,486 @@
-"""The services on in-memory fakes: the ledger's exactly-once rules, in milliseconds."""
+"""The services on in-memory fakes that fail like the real services: the ledger's rules, in milliseconds."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
 import pytest
 
 from shared.config import Settings
-from shared.core.errors import TransientError
+from shared.core.errors import PermanentError, TransientError
+from shared.core.records import RUN_SUBMITTING, Run, state_table
 from shared.ports import Ports
 from shared.services.collect import collect
+from shared.services.ledger import ClaimHeld, DeadlineNear, Ledger, LostClaim
 from shared.services.poll import poll
-from shared.services.submit import Submission, submit
-from tests.unit.fakes import FakeBus, FakeJobs, FakeWarehouse, MemoryStore, fake_ports
+from shared.services.submit import MESSAGE, Submission, resume, submit
+from tests.unit.fakes import FakeBus, FakeClock, FakeJobs, FakeWarehouse, MemoryStore, fake_ports
 
-T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(
-    project="p", location="us-central1", input_bucket="in", work_bucket="work", dataset="gbp",
-    batch_finished_topic="finished", batch_results_topic="results", max_requests_per_job=2, lease_seconds=60,
-    queue_timeout_seconds=3600,
+    project="p", location="us-central1", bq_location="us-central1", input_bucket="gbp-in", work_bucket="work",
+    dataset="gbp", batch_requests_topic="requests", batch_finished_topic="finished", batch_results_topic="results",
+    max_requests_per_job=2, lease_seconds=60, queue_timeout_seconds=3600, cancel_timeout_seconds=600,
 )  # fmt: skip
-SOURCE = "gs://in/incoming/f.jsonl"
+SOURCE = "gs://gbp-in/incoming/f.jsonl"
+BUSY = 'Too Many Requests: {"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED"}}'
 
 
-def _line(text: str, key: str | None = None) -> dict[str, Any]:
+def _line(text: str, key: str | None = None) -> bytes:
     line: dict[str, Any] = {"request": {"contents": [{"role": "user", "parts": [{"text": text}]}]}}
     if key:
         line["key"] = key
-    return line
+    return orjson.dumps(line)
 
 
-def _setup(lines: list[bytes]) -> tuple[Ports, Submission]:
-    ports = fake_ports()
-    cast(MemoryStore, ports.store).write(SOURCE, b"\n".join(lines) + b"\n")
-    return ports, Submission("r1", SOURCE, str(cast(MemoryStore, ports.store).objects[SOURCE][1]))
+class World:
+    """Fake ports, a clock, and the moves the scheduler and the triggers make."""
 
+    def __init__(self, lines: list[bytes], settings: Settings = SETTINGS) -> None:
+        self.ports: Ports = fake_ports()
+        self.settings = settings
+        self.clock = FakeClock()
+        self.store.write(SOURCE, b"\n".join(lines) + b"\n")
+        self.sub = Submission("r1", SOURCE, self.store.generation(SOURCE))
 
-def _jobs(ports: Ports) -> FakeJobs:
-    return cast(FakeJobs, ports.jobs)
+    @property
+    def store(self) -> MemoryStore:
+        return cast(MemoryStore, self.ports.store)
 
+    @property
+    def jobs(self) -> FakeJobs:
+        return cast(FakeJobs, self.ports.jobs)
 
-def _finish(ports: Ports, state: str = "JOB_STATE_SUCCEEDED", answers: dict[str, str] | None = None) -> None:
-    """Every open job ends in ``state``; it answers every input key (``answers``: key -> status)."""
-    store = cast(MemoryStore, ports.store)
-    for job in _jobs(ports).jobs.values():
-        if job["state"] != "JOB_STATE_QUEUED":
-            continue
-        job["state"] = state
-        data, _ = store.objects[job["input"]]
-        out = []
-        for raw in data.splitlines():
-            key = orjson.loads(raw)["key"]
-            status = (answers or {}).get(key, "")
-            if status == "drop":
+    @property
+    def warehouse(self) -> FakeWarehouse:
+        return cast(FakeWarehouse, self.ports.warehouse)
+
+    @property
+    def bus(self) -> FakeBus:
+        return cast(FakeBus, self.ports.bus)
+
+    def inv(self, timeout: float = 540) -> Any:
+        return self.clock.invocation(timeout)
+
+    def submit(self, sub: Submission | None = None) -> str:
+        return submit(sub or self.sub, self.settings, self.ports, self.inv())
+
+    def poll(self) -> dict[str, int]:
+        return poll(self.settings, self.ports, self.inv())
+
+    def finish(self, state: str = "JOB_STATE_SUCCEEDED", answers: dict[str, str] | None = None, **error: Any) -> None:
+        """Every open job ends in ``state``, answering every input key (``answers``: key -> status or "drop")."""
+        for job in self.jobs.jobs.values():
+            if job["state"] not in ("JOB_STATE_QUEUED", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING"):
                 continue
-            line: dict[str, Any] = {"key": key, "status": status, "processed_time": "2026-11-25T12:00:00+00:00"}
-            if not status:
-                line["response"] = {
-                    "candidates": [{"content": {"parts": [{"text": f"answer {key}"}]}, "finishReason": "STOP"}]
-                }
-            out.append(orjson.dumps(line))
-        store.write(job["dest"] + "/prediction-model-x/predictions.jsonl", b"\n".join(out) + b"\n")
+            job["state"] = state
+            if error:
+                job["error"] = (error["code"], error["message"])
+            if state in ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED", "JOB_STATE_CANCELLED") and not answers:
+                continue  # nothing ran
+            data, _ = self.store.objects[job["input"]]
+            out = []
+            for raw in data.splitlines():
+                key = orjson.loads(raw)["key"]
+                status = (answers or {}).get(key, "")
+                if status == "drop":
+                    continue
+                line: dict[str, Any] = {"key": key, "status": status, "processed_time": "2026-11-25T12:00:00+00:00"}
+                if not status:
+                    line["response"] = {
+                        "candidates": [{"content": {"parts": [{"text": f"answer {key}"}]}, "finishReason": "STOP"}]
+                    }
+                out.append(orjson.dumps(line))
+            self.store.write(job["dest"] + "/prediction-model-x/predictions.jsonl", b"\n".join(out) + b"\n")
 
+    def deliver(self) -> list[str]:
+        """Deliver every batch-finished and batch-requests message once (as the triggers do)."""
+        results = []
+        for message in self.bus.take("finished"):
+            results.append(collect(message, self.settings, self.ports, self.inv()))
+        for message in self.bus.take("requests"):
+            results.append(resume(message["resume"], self.settings, self.ports, self.inv()))
+        return results
 
-def _drive(ports: Ports, now: datetime) -> None:
-    poll(SETTINGS, ports, now)
-    for topic, message in list(cast(FakeBus, ports.bus).messages):
-        if topic == "finished":
-            collect(message, SETTINGS, ports, now)
-    cast(FakeBus, ports.bus).messages[:] = [m for m in cast(FakeBus, ports.bus).messages if m[0] != "finished"]
+    def drive(self, rounds: int = 5) -> None:
+        for _ in range(rounds):
+            self.poll()
+            self.deliver()
+
+    def run(self) -> dict[str, Any]:
+        return orjson.loads(self.store.objects["gs://work/ledger/runs/r1.json"][0])
+
+    def job(self, chunk: int = 0, attempt: int = 1) -> dict[str, Any]:
+        return orjson.loads(self.store.objects[f"gs://work/ledger/jobs/r1/r1-c{chunk:04d}-a{attempt}.json"][0])
+
+    def results(self) -> list[dict[str, Any]]:
+        return [m for t, m in self.bus.messages if t == "results"]
+
+    def keyed_rows(self) -> list[tuple[str, int, str]]:
+        return sorted((r["request_key"], r["attempt"], r["outcome"]) for r in self.warehouse.rows())
 
 
 def test_submit_splits_into_chunks_and_creates_one_job_each() -> None:
-    ports, sub = _setup([orjson.dumps(_line(f"q{i}")) for i in range(5)])
-    assert submit(sub, SETTINGS, ports, T0) == "submitted"
-    assert len(_jobs(ports).jobs) == 3  # 2 + 2 + 1
-    labels = sorted(j["labels"]["gbp_chunk"] for j in _jobs(ports).jobs.values())
-    assert labels == ["0", "1", "2"]
-    assert submit(sub, SETTINGS, ports, T0) == "duplicate"
-    assert len(_jobs(ports).jobs) == 3
+    world = World([_line(f"q{i}") for i in range(5)])
+    assert world.submit() == "submitted"
+    assert len(world.jobs.jobs) == 3  # 2 + 2 + 1
+    assert sorted(j["labels"]["gbp_chunk"] for j in world.jobs.jobs.values()) == ["0", "1", "2"]
+    assert world.submit() == "duplicate"
+    assert len(world.jobs.jobs) == 3
+    assert world.store.small_reads() == 0  # the source is read in blocks, never byte by byte
 
 
 def test_submit_while_another_delivery_holds_the_claim_is_retried_later() -> None:
-    ports, sub = _setup([orjson.dumps(_line("q"))])
-    store = cast(MemoryStore, ports.store)
-    held = {"run_id": "r1", "source": SOURCE, "model": "m", "claimed_at": T0.isoformat()}  # another delivery's claim
-    store.write("gs://work/ledger/runs/r1.json", orjson.dumps(held), if_generation_match=0)
-    with pytest.raises(TransientError, match="another delivery"):
-        submit(sub, SETTINGS, ports, T0 + timedelta(seconds=10))
-    assert submit(sub, SETTINGS, ports, T0 + timedelta(seconds=61)) == "submitted"  # the lease passed
-    assert len(_jobs(ports).jobs) == 1
+    world = World([_line("q")])
+    held = Run("r1", SOURCE, "m", generation=world.sub.generation or "", claimed_at=world.clock().isoformat())
+    world.store.write("gs://work/ledger/runs/r1.json", orjson.dumps(held.to_json()), if_generation_match=0)
+    world.clock.advance(10)
+    with pytest.raises(ClaimHeld):
+        world.submit()
+    world.clock.advance(51)  # the lease lapsed
+    assert world.submit() == "submitted"
+    assert len(world.jobs.jobs) == 1
 
 
-def test_submit_after_a_failed_create_creates_exactly_once() -> None:
-    ports, sub = _setup([orjson.dumps(_line("q"))])
-    _jobs(ports).fail_next_create = True
+def test_a_429_on_create_releases_the_claims_so_the_next_delivery_goes_on_at_once() -> None:
+    world = World([_line("q", "k")])
+    world.jobs.create_faults = ["429"]
     with pytest.raises(TransientError):
-        submit(sub, SETTINGS, ports, T0)
-    assert submit(sub, SETTINGS, ports, T0 + timedelta(seconds=61)) == "submitted"
-    assert len(_jobs(ports).jobs) == 1
+        world.submit()
+    assert world.run()["claimed_at"] == "" and world.job()["claimed_at"] == ""  # released, not held for a lease
+    assert world.submit() == "submitted"  # the very next delivery, no lease to wait for
+    assert world.jobs.creates == 1
 
 
-def test_submit_rejects_an_invalid_file_and_submits_nothing() -> None:
-    ports, sub = _setup([orjson.dumps(_line("q")), b"{broken"])
-    assert submit(sub, SETTINGS, ports, T0) == "rejected"
-    report = orjson.loads(cast(MemoryStore, ports.store).objects["gs://in/rejected/incoming/f.jsonl.errors.json"][0])
-    assert report["examples"]["invalid_json"][0]["line"] == 2
-    assert _jobs(ports).jobs == {}
+def test_a_claimed_attempt_whose_submitter_failed_is_created_by_the_poller() -> None:
+    world = World([_line("q", "k")])
+    world.jobs.create_faults = ["503"]
+    with pytest.raises(TransientError):
+        world.submit()  # and the event is never delivered again (dead-lettered)
+    assert world.poll()["redriven"] == 1  # followed from the moment it was claimed
+    assert world.job()["status"] == "SUBMITTED" and world.jobs.creates == 1
+
+
+def test_a_create_whose_answer_was_lost_is_adopted_not_created_twice() -> None:
+    world = World([_line("q", "k")])
+    world.jobs.create_faults = ["lost"]
+    with pytest.raises(TransientError):
+        world.submit()
+    assert world.submit() == "submitted"
+    assert world.jobs.creates == 1 and world.job()["job_name"] == next(iter(world.jobs.jobs))
+
+
+def test_a_stale_submitter_cannot_create_after_its_claim_was_taken_over() -> None:
+    world = World([_line("q", "k")])
+    ledger = Ledger(world.store, "work", SETTINGS.lease_seconds)
+    stale = world.inv()
+    new = Run("r1", SOURCE, "gemini-2.5-flash", generation=world.sub.generation or "")
+    _, claim = ledger.claim(Run, ledger.run_uri("r1"), stale, create=new, states=frozenset({RUN_SUBMITTING}))
+    assert claim is not None
+    world.clock.advance(61)  # the first holder is paused past its lease; a redelivery takes over and finishes
+    assert world.submit() == "submitted"
+    with pytest.raises(LostClaim):
+        claim.confirm("creating a batch job", 30)  # the first holder wakes up: it must stop
+    assert world.jobs.creates == 1
+
+
+def test_a_holder_near_its_invocation_deadline_stops_before_a_paid_side_effect() -> None:
+    world = World([_line("q", "k")])
+    inv = world.inv(timeout=60)  # 60 s of invocation: not enough to create a job (90 s margin)
+    with pytest.raises(DeadlineNear):
+        submit(world.sub, SETTINGS, world.ports, inv)
+    assert world.jobs.creates == 0 and world.job()["claimed_at"] == ""  # released for the redelivery
+    assert world.submit() == "submitted"
 
 
 def test_run_ends_with_one_row_per_key_retries_included_and_is_announced_once() -> None:
-    ports, sub = _setup([orjson.dumps(_line(f"q{i}", f"k{i}")) for i in range(3)])
-    submit(sub, SETTINGS, ports, T0)
-    busy = 'Too Many Requests: {"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED"}}'
-    _finish(ports, answers={"k0": busy, "k2": "drop"})
-    _drive(ports, T0)
-    _finish(ports)  # the retry answers everything
-    _drive(ports, T0)
-    warehouse = cast(FakeWarehouse, ports.warehouse)
-    latest = warehouse.latest("r1")
+    world = World([_line(f"q{i}", f"k{i}") for i in range(3)])
+    world.submit()
+    world.finish(answers={"k0": BUSY, "k2": "drop"})
+    world.drive()
+    world.finish()  # the retry answers everything
+    world.drive()
+    latest = world.warehouse.latest("r1")
     assert {k: (r["outcome"], r["attempt"]) for k, r in latest.items()} == {
         "k0": ("SUCCEEDED", 2), "k1": ("SUCCEEDED", 1), "k2": ("SUCCEEDED", 2),
     }  # fmt: skip
-    assert sorted((r["request_key"], r["attempt"], r["outcome"]) for r in warehouse.rows()) == [
-        ("k0", 1, "FAILED"),
-        ("k0", 2, "SUCCEEDED"),
-        ("k1", 1, "SUCCEEDED"),
-        ("k2", 1, "MISSING"),
+    assert world.keyed_rows() == [
+        ("k0", 1, "FAILED"), ("k0", 2, "SUCCEEDED"), ("k1", 1, "SUCCEEDED"), ("k2", 1, "MISSING"),
         ("k2", 2, "SUCCEEDED"),
+    ]  # fmt: skip
+    assert len(world.results()) == 1 and world.results()[0]["counts"] == {"SUCCEEDED": 3}
+    assert collect({"run_id": "r1", "chunk": 0, "attempt": 1}, SETTINGS, world.ports, world.inv()) == "duplicate"
+    assert len(world.results()) == 1
+    assert world.store.small_reads() == 0  # outputs, inputs and retries all read in blocks
+
+
+def test_jobs_collected_while_the_run_was_still_submitting_complete_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(4)])  # two chunks
+    original = Ledger.claim
+
+    def slow_second_chunk(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        # Before attempt 1 of chunk 1 is claimed, chunk 0's job runs and is collected.
+        if getattr(kwargs.get("create"), "chunk", None) == 1 and not world.warehouse.rows():
+            world.finish()
+            world.poll()
+            assert world.deliver() == ["collected"]  # the run is still SUBMITTING: not complete yet
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "claim", slow_second_chunk)
+    world.submit()
+    monkeypatch.undo()
+    world.finish()
+    world.drive()
+    assert world.run()["announced"] is True and len(world.results()) == 1
+
+
+def test_a_job_refused_at_create_ends_its_rows_missing_with_the_reason_and_retries_nothing() -> None:
+    world = World([_line("q0", "k0"), _line("q1", "k1")])
+    world.jobs.create_faults = ["400"]
+    assert world.submit() == "submitted"
+    assert world.job()["status"] == "FINISHED" and world.job()["error"]["status"] == "INVALID_ARGUMENT"
+    world.drive()
+    rows = world.warehouse.latest("r1")
+    assert {k: (r["outcome"], r["retryable"], r["error_status"]) for k, r in rows.items()} == {
+        "k0": ("MISSING", False, "INVALID_ARGUMENT"), "k1": ("MISSING", False, "INVALID_ARGUMENT"),
+    }  # fmt: skip
+    assert "refused" in rows["k0"]["error_message"]
+    assert world.jobs.creates == 0 and world.run()["announced"] is True
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"),
+    [(3, False), (8, True), (13, True), (14, True)],  # INVALID_ARGUMENT, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE
+)
+def test_rows_of_a_failed_job_are_retried_only_when_the_failure_is_retryable(code: int, retried: bool) -> None:
+    world = World([_line("q0", "k0")])
+    world.submit()
+    world.finish("JOB_STATE_FAILED", code=code, message="job failed")
+    world.drive()
+    first = [r for r in world.warehouse.rows() if r["attempt"] == 1]
+    assert [(r["outcome"], r["retryable"]) for r in first] == [("MISSING", retried)]
+    assert first[0]["error_message"] == "the batch job failed: job failed"
+    assert ("gs://work/ledger/jobs/r1/r1-c0000-a2.json" in world.store.objects) is retried
+
+
+def test_rows_of_an_expired_job_are_retried_and_of_a_job_cancelled_by_someone_else_not() -> None:
+    world = World([_line("q0", "k0")])
+    world.submit()
+    world.finish("JOB_STATE_EXPIRED")
+    world.drive()
+    assert world.job()["vertex_state"] == "JOB_STATE_EXPIRED" and world.job(attempt=2)["status"] == "SUBMITTED"
+    world.finish("JOB_STATE_CANCELLED")  # an operator cancelled attempt 2
+    world.drive()
+    row = world.warehouse.latest("r1")["k0"]
+    assert (row["attempt"], row["outcome"], row["retryable"], row["error_status"]) == (2, "MISSING", False,
+                                                                                         "JOB_CANCELLED")  # fmt: skip
+    assert world.run()["announced"] is True
+
+
+def test_poll_survives_one_job_that_fails_every_time() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(4)])  # two jobs
+    world.submit()
+    broken = next(iter(world.jobs.jobs))
+    world.jobs.get_faults[broken] = -1
+    world.finish()
+    counts = world.poll()
+    assert counts["errors"] == 1 and counts["finished"] == 1  # the job after the broken one was followed
+
+
+@pytest.mark.parametrize(
+    ("state", "after", "setting"),
+    [("JOB_STATE_QUEUED", 3601, "queue"), ("JOB_STATE_PAUSED", 3601, "queue"),
+     ("JOB_STATE_RUNNING", 86401, "run"), ("JOB_STATE_UPDATING", 86401, "run")],
+)  # fmt: skip
+def test_poll_cancels_a_job_past_the_deadline_of_its_state(state: str, after: int, setting: str) -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    name = next(iter(world.jobs.jobs))
+    world.jobs.jobs[name]["state"] = state
+    world.poll()
+    world.clock.advance(after - 2)
+    world.poll()
+    assert world.jobs.jobs[name]["state"] == state  # not yet
+    world.clock.advance(2)
+    assert world.poll()["stuck"] == 1
+    assert world.jobs.jobs[name]["state"] == "JOB_STATE_CANCELLING" and world.job()["stuck"] is True
+    world.finish("JOB_STATE_CANCELLED")
+    world.drive()
+    [row] = world.warehouse.rows()
+    assert (row["attempt"], row["outcome"], row["retryable"]) == (1, "MISSING", True)  # cancelled by us: retried
+    assert "past its queue or run deadline" in row["error_message"]
+    assert world.job(attempt=2)["status"] == "SUBMITTED"
+
+
+def test_a_job_stuck_cancelling_is_abandoned_and_its_rows_retried() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    name = next(iter(world.jobs.jobs))
+    world.jobs.jobs[name]["state"] = "JOB_STATE_CANCELLING"
+    world.poll()
+    world.clock.advance(601)
+    assert world.poll()["finished"] == 1
+    assert (world.job()["status"], world.job()["stuck"]) == ("FINISHED", True)
+    world.deliver()
+    assert world.job(attempt=2)["status"] == "SUBMITTED"
+
+
+def test_a_load_still_running_is_waited_for_by_a_retry_and_loaded_once() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.warehouse.load_faults = [{"running": 1}]
+    world.finish()
+    world.poll()
+    message = world.bus.take("finished")[0]
+    with pytest.raises(TransientError, match="RUNNING"):
+        collect(message, SETTINGS, world.ports, world.inv())
+    assert world.job()["status"] == "COLLECTING" and world.job()["claimed_at"] == ""  # released: no lease to wait
+    assert collect(message, SETTINGS, world.ports, world.inv()) == "collected"
+    assert len(world.warehouse.loaded("predictions")) == 1 and world.keyed_rows() == [("k", 1, "SUCCEEDED")]
+
+
+def test_a_load_that_failed_on_bigquery_s_side_is_tried_again_under_the_next_job_id() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.warehouse.load_faults = [{"fail": "backendError"}]
+    world.finish()
+    world.drive()
+    ids = sorted(world.warehouse.jobs)
+    assert [i for i in ids if "predictions" in i] == [
+        "gbp_predictions_r1_c0000_a1_v1",
+        "gbp_predictions_r1_c0000_a1_v2",
     ]
-    results = [m for t, m in cast(FakeBus, ports.bus).messages if t == "results"]
-    assert len(results) == 1 and results[0]["counts"] == {"SUCCEEDED": 3}
-    # A redelivered batch-finished loads nothing again and announces nothing again.
-    assert collect({"run_id": "r1", "chunk": 0, "attempt": 1}, SETTINGS, ports, T0) == "duplicate"
-    assert len([m for t, m in cast(FakeBus, ports.bus).messages if t == "results"]) == 1
+    assert world.keyed_rows() == [("k", 1, "SUCCEEDED")] and world.run()["announced"] is True
 
 
-def test_poll_cancels_a_job_queued_past_its_deadline() -> None:
-    ports, sub = _setup([orjson.dumps(_line("q", "k"))])
-    submit(sub, SETTINGS, ports, T0)
-    poll(SETTINGS, ports, T0 + timedelta(minutes=30))
-    assert next(iter(_jobs(ports).jobs.values()))["state"] == "JOB_STATE_QUEUED"
-    poll(SETTINGS, ports, T0 + timedelta(hours=2))
-    assert next(iter(_jobs(ports).jobs.values()))["state"] == "JOB_STATE_CANCELLED"
-    record = orjson.loads(cast(MemoryStore, ports.store).objects["gs://work/ledger/jobs/r1/r1-c0000-a1.json"][0])
-    assert record["stuck"] is True
+def test_a_load_that_failed_for_good_ends_the_attempt_uncollectable_and_says_so() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.warehouse.load_faults = [{"fail": "invalid"}]
+    world.finish()
+    world.drive()
+    assert world.job()["status"] == "UNCOLLECTABLE" and "invalid" in world.job()["collect_error"]
+    [row] = world.warehouse.rows("batch_jobs")
+    assert row["status"] == "UNCOLLECTABLE" and "invalid" in row["error"]["collect"]
+    [announcement] = world.results()
+    assert announcement["uncollectable"][0]["error"] == world.job()["collect_error"]
+    assert world.poll()["followed"] == 0  # terminal: nothing is left to follow
+
+
+def test_a_quota_error_on_a_load_is_retried_not_dropped() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.warehouse.insert_faults = ["quotaExceeded"]
+    world.finish()
+    world.poll()
+    message = world.bus.take("finished")[0]
+    with pytest.raises(TransientError, match="quotaExceeded"):
+        collect(message, SETTINGS, world.ports, world.inv())
+    assert collect(message, SETTINGS, world.ports, world.inv()) == "collected"
+
+
+def test_a_dead_collector_is_replaced_after_its_lease_and_the_run_completes() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(2)])
+    world.submit()
+    world.finish()
+    world.poll()
+    world.bus.take("finished")  # the message is lost with its collector
+    ledger = Ledger(world.store, "work", SETTINGS.lease_seconds)
+    from shared.core.records import JobRecord
+
+    _, claim = ledger.claim(JobRecord, ledger.job_uri("r1", 0, 1), world.inv(), states=frozenset({"FINISHED"}))
+    assert claim is not None
+    claim.move("collect")  # ... and the collector dies here
+    assert world.poll()["republished"] == 0  # its lease stands
+    world.clock.advance(61)
+    assert world.poll()["republished"] == 1
+    world.deliver()
+    assert world.run()["announced"] is True and world.keyed_rows() == [("k0", 1, "SUCCEEDED"), ("k1", 1, "SUCCEEDED")]
+
+
+def test_a_submitter_that_died_is_resumed_by_the_poller() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(3)])
+    world.jobs.create_faults = ["lost"]  # chunk 0's job exists; the submitter never came back
+    with pytest.raises(TransientError):
+        world.submit()
+    world.clock.advance(61)
+    counts = world.poll()
+    assert counts["resumed"] == 1 and counts["redriven"] == 1  # the attempt, then the run
+    assert world.deliver() == ["submitted"]  # the resume message
+    assert world.run()["status"] == "RUNNING" and world.jobs.creates == 2
+    world.finish()
+    world.drive()
+    assert world.run()["announced"] is True
+
+
+def test_a_run_whose_completion_was_interrupted_is_nudged_and_announced() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.finish()
+    world.poll()
+    world.bus.fail_next = 0
+    message = world.bus.take("finished")[0]
+    world.bus.fail_next = 1  # the announcement fails; the event is then lost
+    with pytest.raises(TransientError):
+        collect(message, SETTINGS, world.ports, world.inv())
+    assert world.job()["status"] == "COLLECTED" and world.run()["status"] == "COMPLETE"
+    assert not world.run()["announced"]
+    world.clock.advance(61)
+    assert world.poll()["nudged"] == 1
+    world.deliver()
+    assert world.run()["announced"] is True and len(world.results()) == 1
+
+
+def test_work_files_get_their_custom_time_only_when_the_run_is_done() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.finish()
+    world.poll()
+    staged = [u for u in world.store.objects if "/staging/" in u or "/outputs/" in u]
+    assert staged and not world.store.custom_times  # a running run's files are never released
+    world.deliver()
+    work = [
+        u for u in world.store.objects if u.startswith(("gs://work/staging/", "gs://work/rows/", "gs://work/outputs/"))
+    ]
+    assert sorted(world.store.custom_times) == sorted(work)
+
+
+def test_a_rejected_message_report_goes_to_the_work_bucket_and_the_source_is_pinned() -> None:
+    world = World([b"not json"])
+    sub = Submission("m1", SOURCE, None, origin=MESSAGE)
+    pinned = world.store.generation(SOURCE)
+    assert world.submit(sub) == "rejected"
+    run = orjson.loads(world.store.objects["gs://work/ledger/runs/m1.json"][0])
+    assert run["generation"] == pinned and run["report_uri"] == "gs://work/rejected/m1.errors.json"
+    assert not [u for u in world.store.objects if u.startswith("gs://gbp-in/rejected/")]
+
+
+def test_a_message_source_that_does_not_exist_is_rejected_with_a_report() -> None:
+    world = World([_line("q")])
+    sub = Submission("m1", "gs://gbp-in/incoming/missing.jsonl", None, origin=MESSAGE)
+    assert world.submit(sub) == "rejected"
+    report = orjson.loads(world.store.objects["gs://work/rejected/m1.errors.json"][0])
+    assert "does not exist" in report["error"]
+
+
+def test_a_bq_source_that_cannot_be_read_is_rejected_with_a_report() -> None:
+    world = World([_line("q")])
+    sub = Submission("m1", "bq://proj-1.ds.missing", None, origin=MESSAGE)
+    assert world.submit(sub) == "rejected"
+    assert "Not found" in orjson.loads(world.store.objects["gs://work/rejected/m1.errors.json"][0])["error"]
+
+
+def test_bad_models_and_sources_are_refused_before_anything_is_claimed() -> None:
+    world = World([_line("q")])
+    with pytest.raises(PermanentError, match="bad model"):
+        world.submit(Submission("m1", SOURCE, None, model="Gemini 2.5!"))
+    with pytest.raises(PermanentError, match="bad source"):
+        world.submit(Submission("m2", "gs://", None))
+    assert not [u for u in world.store.objects if "/ledger/" in u]
+
+
+def test_readme_state_table_is_the_code_s() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert state_table() in readme

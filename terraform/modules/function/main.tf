@@ -46,7 +46,12 @@ resource "google_cloudfunctions2_function" "function" {
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.runtime.email
-    environment_variables          = var.environment
+    # One request at a time per instance: each handler may stream files of up to 1 GB, and
+    # memory is sized for one. (The code is safe with more: clients are built once under a lock.)
+    max_instance_request_concurrency = var.concurrency
+    # Cloud Run answers an event with an error at the timeout but does not stop the handler:
+    # the code checks this deadline itself before every paid or irreversible step.
+    environment_variables = merge(var.environment, { FUNCTION_TIMEOUT_SECONDS = tostring(var.timeout_seconds) })
   }
 
   event_trigger {

@@ -12,3 +12,18 @@ output "uri" {
   description = "The function's (internal-only) URI."
   value       = google_cloudfunctions2_function.function.service_config[0].uri
 }
+
+output "environment" {
+  description = "The environment the function runs with (FUNCTION_TIMEOUT_SECONDS included)."
+  value       = google_cloudfunctions2_function.function.service_config[0].environment_variables
+}
+
+output "timeout_seconds" {
+  description = "The function's timeout."
+  value       = google_cloudfunctions2_function.function.service_config[0].timeout_seconds
+}
+
+output "concurrency" {
+  description = "Requests one instance serves at once."
+  value       = google_cloudfunctions2_function.function.service_config[0].max_instance_request_concurrency
+}

@@ -55,6 +55,16 @@ variable "timeout_seconds" {
   default     = 540
 }
 
+variable "concurrency" {
+  type        = number
+  description = "Requests one instance serves at once (Cloud Run's max_instance_request_concurrency)."
+  default     = 1
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be between 1 and 1000."
+  }
+}
+
 variable "max_instances" {
   type        = number
   description = "Upper bound on concurrent instances."

@@ -1,0 +1,97 @@
+"""What a ``batch-requests`` message may say, checked before any run is claimed or anything paid for."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shared.core.errors import PermanentError
+from shared.core.ids import user_labels
+
+# A model id ("gemini-2.5-flash", "gemini-2.0-flash-001"), a publisher model, or a full resource name.
+_MODEL_ID: Final = r"[a-z0-9][a-z0-9._@-]{0,127}"
+_MODEL: Final = re.compile(
+    rf"{_MODEL_ID}"
+    rf"|publishers/[a-z0-9-]+/models/{_MODEL_ID}"
+    rf"|projects/[a-z0-9.:-]+/locations/[a-z0-9-]+/(?:publishers/[a-z0-9-]+/models|models|endpoints)/{_MODEL_ID}"
+)
+_GCS: Final = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(\S.*)")
+_BIGQUERY: Final = re.compile(r"bq://((?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])\.(\w{1,1024})\.([\w$-]{1,1024})")
+MAX_DISPLAY_NAME: Final = 128
+
+
+def check_model(model: str) -> str:
+    """``model`` when it has the form of a Vertex model name, else PermanentError."""
+    if not _MODEL.fullmatch(model):
+        raise PermanentError(
+            f"bad model {model!r}: expected an id such as 'gemini-2.5-flash', "
+            "'publishers/google/models/<id>' or 'projects/<p>/locations/<l>/...'"
+        )
+    return model
+
+
+def check_source(source: str) -> str:
+    """``source`` when it is ``gs://bucket/object`` or ``bq://project.dataset.table``, else PermanentError."""
+    if not (_GCS.fullmatch(source) or _BIGQUERY.fullmatch(source)):
+        raise PermanentError(
+            f"bad source {source!r}: expected gs://<bucket>/<object> or bq://<project>.<dataset>.<table>"
+        )
+    return source
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    """A checked ``batch-requests`` message: a source to run, or a run to resume."""
+
+    source: str = ""
+    model: str = ""
+    display_name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    resume: str = ""  # a run id: the poller asks the submitter to go on with a run whose holder died
+
+
+def parse_request_message(payload: dict[str, Any]) -> RequestMessage:
+    """Check a ``batch-requests`` payload; PermanentError lists every problem at once."""
+    resume = payload.get("resume")
+    if resume is not None:
+        if not isinstance(resume, str) or not re.fullmatch(r"[rm][0-9a-f]{20}", resume):
+            raise PermanentError(f"bad resume message: {resume!r} is not a run id")
+        return RequestMessage(resume=resume)
+    problems: list[str] = []
+    source = payload.get("source")
+    if not isinstance(source, str):
+        problems.append('the message needs "source": "gs://…" or "bq://…"')
+        source = ""
+    else:
+        try:
+            check_source(source)
+        except PermanentError as exc:
+            problems.append(str(exc))
+    model = payload.get("model") or ""
+    if not isinstance(model, str):
+        problems.append('"model" must be a string')
+        model = ""
+    elif model:
+        try:
+            check_model(model)
+        except PermanentError as exc:
+            problems.append(str(exc))
+    display_name = payload.get("display_name") or ""
+    if not isinstance(display_name, str) or len(display_name) > MAX_DISPLAY_NAME:
+        problems.append(f'"display_name" must be a string of at most {MAX_DISPLAY_NAME} characters')
+        display_name = ""
+    raw_labels = payload.get("labels") or {}
+    labels: dict[str, str] = {}
+    if not isinstance(raw_labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw_labels.items()
+    ):
+        problems.append('"labels" must be an object of strings')
+    else:
+        try:
+            labels = user_labels(raw_labels)
+        except PermanentError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise PermanentError("; ".join(problems))
+    return RequestMessage(source=source, model=model, display_name=display_name, labels=labels)

@@ -1,0 +1,80 @@
+"""The one "load once" rule: a staged NDJSON file into a table, exactly once, recorded in the ledger.
+
+The load is a named entry of the claimed record's ``loads`` (``predictions``, ``batch_jobs``,
+``invalid``): its table, its source file, its version and the job id of that version. The
+entry is written before the job is created, so any later holder loads the same file under
+the same id. The warehouse adapter does the rest of the rule (absent → create; 409 → that
+job; PENDING/RUNNING → wait within the invocation's time, then retry later). A job that
+ended with an error is tried again under the next version — recorded first — when the
+error was BigQuery's own (backend, rate, quota); an error in the data is permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from shared.core.errors import PermanentError
+from shared.core.ids import job_key, load_job_id
+from shared.core.records import JobRecord
+from shared.ports import LoadState, Ports
+from shared.services.ledger import Claim
+
+log = logging.getLogger("gbp.loads")
+LOAD_NEEDS: Final = 30.0  # seconds of invocation (and lease) kept for what follows a load: not spent waiting
+MAX_LOAD_VERSIONS: Final = 5
+DONE: Final = "DONE"
+FAILED: Final = "FAILED"
+
+
+def owner_of(claim: Claim[Any]) -> str:
+    """The part of a load job id that names the record: a run id or a job key."""
+    record = claim.record
+    if isinstance(record, JobRecord):
+        return job_key(record.run_id, record.chunk, record.attempt)
+    return str(record.run_id)
+
+
+def load_entry(claim: Claim[Any], name: str) -> dict[str, Any] | None:
+    """The load ``name`` of the claimed record, if it was recorded."""
+    entry: dict[str, Any] | None = claim.record.loads.get(name)
+    return entry
+
+
+def load_once(claim: Claim[Any], name: str, table: str, source_uri: str, ports: Ports) -> None:
+    """Load ``source_uri`` into ``table`` exactly once, as the load ``name`` of the claimed record.
+
+    ``source_uri`` is used only when the load is not recorded yet; a recorded load keeps its
+    own file. Returns once the load is DONE; raises TransientError to be retried later and
+    PermanentError when the load cannot succeed.
+    """
+    loads: dict[str, dict[str, Any]] = claim.record.loads
+    entry = loads.get(name)
+    if entry is None:
+        entry = {"table": table, "source": source_uri, "version": 1, "job_id": load_job_id(name, owner_of(claim), 1)}
+        loads[name] = entry
+        claim.save()  # recorded before the job exists
+    if entry.get("state") == FAILED:
+        raise PermanentError(f"load {entry['job_id']} failed: {entry.get('errors', [])[-1:]}")
+    while entry.get("state") != DONE:
+        claim.confirm(f"loading {entry['source']}", LOAD_NEEDS)
+        result = ports.warehouse.load_once(
+            entry["job_id"], entry["source"], entry["table"], wait_seconds=max(1.0, claim.inv.time_left() - LOAD_NEEDS)
+        )
+        if result.state is LoadState.DONE:
+            entry["state"] = DONE
+            claim.save()
+            log.info("rows loaded", extra={"load_job": result.job_id, "table": table, "gcs_uri": entry["source"]})
+            return
+        entry.setdefault("errors", []).append(f"{result.job_id}: {result.error}")
+        if not result.retryable or entry["version"] >= MAX_LOAD_VERSIONS:
+            entry["state"] = FAILED
+            claim.save()
+            raise PermanentError(f"load {result.job_id} of {entry['source']} into {table} failed: {result.error}")
+        entry["version"] += 1
+        entry["job_id"] = load_job_id(name, owner_of(claim), entry["version"])
+        claim.save()  # the next version is recorded before it is created
+        log.warning(
+            "load failed: trying the next version",
+            extra={"load_job": result.job_id, "next": entry["job_id"], "error": result.error},
+        )

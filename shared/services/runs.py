@@ -1,0 +1,105 @@
+"""A run's end: completed when every chunk's latest attempt is terminal, its work files released, announced once.
+
+Whoever sees the run complete first (a collector, or the submitter when the jobs were
+collected while it was still submitting) claims it; the announcement on ``batch-results``
+is at least once (consumers key on ``run_id``), re-checked against the ledger right before
+it is published. Work files get a custom time once nothing needs them any more: the
+bucket's lifecycle rule deletes them a while after it, never before.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Final
+
+from shared.config import Settings
+from shared.core.records import JOB_TERMINAL, JOB_UNCOLLECTABLE, RUN_COMPLETE, RUN_RUNNING, JobRecord, Run
+from shared.ports import Ports
+from shared.services.ledger import ClaimHeld, Invocation, Ledger
+
+log = logging.getLogger("gbp.runs")
+ANNOUNCE_NEEDS: Final = 30.0
+WORK_PREFIXES: Final = ("staging", "rows", "outputs")
+
+
+def latest_attempts(records: list[JobRecord]) -> dict[int, JobRecord]:
+    """The newest attempt of every chunk."""
+    latest: dict[int, JobRecord] = {}
+    for record in records:
+        if record.chunk not in latest or record.attempt > latest[record.chunk].attempt:
+            latest[record.chunk] = record
+    return latest
+
+
+def release_work_files(settings: Settings, ports: Ports, run_id: str, now: datetime) -> int:
+    """Give every work file of a finished run its custom time (the lifecycle rule counts from it)."""
+    marked = 0
+    for prefix in WORK_PREFIXES:
+        for uri in ports.store.list(f"gs://{settings.work_bucket}/{prefix}/{run_id}/"):
+            ports.store.set_custom_time(uri, now)
+            marked += 1
+    return marked
+
+
+def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, run_id: str) -> str:
+    """Complete and announce ``run_id`` if every chunk's latest attempt is terminal.
+
+    Returns "announced" (now or before), "open" (not complete yet, or another invocation is
+    completing it) or "unknown".
+    """
+    found = ledger.get_run(run_id)
+    if found is None:
+        return "unknown"
+    run = found[0]
+    if run.status == RUN_COMPLETE and run.announced:
+        return "announced"
+    if run.status not in (RUN_RUNNING, RUN_COMPLETE):
+        return "open"
+    records = ledger.jobs_of(run_id)
+    latest = latest_attempts(records)
+    if len(latest) < run.chunks or any(r.status not in JOB_TERMINAL for r in latest.values()):
+        return "open"
+    try:
+        run, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_RUNNING, RUN_COMPLETE}))
+    except ClaimHeld:
+        return "open"  # another invocation is completing it; the poller nudges if it dies
+    if claim is None or run.announced:
+        return "announced"
+    with claim.released_on_error():
+        if run.status == RUN_RUNNING:
+            claim.move("complete")
+        release_work_files(settings, ports, run_id, inv.now())
+        summary = ports.warehouse.run_summary(run_id)
+        claim.confirm("announcing the run", ANNOUNCE_NEEDS)
+        ports.bus.publish(settings.batch_results_topic, announcement(run, records, summary), run_id=run_id)
+        run.announced = True
+        claim.move("announce")
+    ledger.deactivate_run(run_id)
+    log.info("run complete", extra={"run_id": run_id, "counts": summary["counts"]})
+    return "announced"
+
+
+def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) -> dict[str, Any]:
+    """The ``batch-results`` message of a run."""
+    latest = latest_attempts(records)
+    failed_loads = {
+        name: entry.get("errors", []) for name, entry in run.loads.items() if entry.get("state") == "FAILED"
+    }
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "source": run.source,
+        "model": run.model,
+        "chunks": run.chunks,
+        "requests": run.requests,
+        "invalid": run.invalid,
+        "jobs": sorted(r.job_name for r in records if r.job_name),
+        "uncollectable": [
+            {"chunk": r.chunk, "attempt": r.attempt, "job_name": r.job_name, "error": r.collect_error}
+            for r in sorted(latest.values(), key=lambda r: r.chunk)
+            if r.status == JOB_UNCOLLECTABLE
+        ],
+        **({"failed_loads": failed_loads} if failed_loads else {}),
+        **summary,
+    }
