@@ -102,7 +102,7 @@ class Warehouse(Protocol):
         """The load job ``job_id`` of ``source_uri`` into ``table``, created when absent, waited for.
 
         A job id is single-use: when it exists (409), that job is the one waited for. Raises
-        TransientError when it is still running after ``wait_seconds`` or when BigQuery
+        StillRunning when it is not done after ``wait_seconds``, TransientError when BigQuery
         answers with a rate or quota error.
         """
 

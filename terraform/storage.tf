@@ -23,12 +23,23 @@ resource "google_storage_bucket" "work" {
   public_access_prevention    = "enforced"
   labels                      = var.labels
   # Work files are deleted a while after their run finished, never before: the pipeline sets
-  # their custom time once the run is complete (or rejected). An object without one is kept,
-  # however old (a job may wait 72 h queued, a collection may wait for an operator).
+  # their custom time once the run is complete (or rejected). A job may wait 72 h queued and a
+  # collection may wait for an operator, so age alone does not delete them...
   lifecycle_rule {
     condition {
       days_since_custom_time = var.work_retention_days
       matches_prefix         = ["staging/", "rows/", "outputs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  # ...except as a backstop, long after any run can still need them: files written after their
+  # run was done (a replaced holder's, an abandoned job's late outputs) never get a custom time.
+  lifecycle_rule {
+    condition {
+      age            = var.work_backstop_days
+      matches_prefix = ["staging/", "rows/", "outputs/"]
     }
     action {
       type = "Delete"

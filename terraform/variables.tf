@@ -96,6 +96,16 @@ variable "work_retention_days" {
   }
 }
 
+variable "work_backstop_days" {
+  type        = number
+  description = "Work files are deleted at this age whatever their run's state: a backstop for files written after their run was done. Far longer than any run can last."
+  default     = 180
+  validation {
+    condition     = var.work_backstop_days >= 60
+    error_message = "work_backstop_days must be at least 60: a run may take days (72 h queued, 24 h running, retries)."
+  }
+}
+
 variable "labels" {
   type        = map(string)
   description = "Labels on every resource that takes them."

@@ -25,7 +25,7 @@ def submit_request(event: CloudEvent) -> str:
     if message.resume:
         return resume(message.resume, SETTINGS, ports(SETTINGS), inv)
     submission = Submission(
-        run_id_for_message(message_id),
+        run_id_for_message(SETTINGS.work_bucket, message_id),
         message.source,
         model=message.model,
         display_name=message.display_name,

@@ -18,7 +18,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from shared.adapters.errors import RETRYABLE_REASONS, call
-from shared.core.errors import TransientError
+from shared.core.errors import StillRunning, TransientError
 from shared.core.schema import load_schema
 from shared.ports import LoadResult, LoadState
 
@@ -86,7 +86,7 @@ class BigQueryWarehouse:
         delay = 0.5
         while job.state != "DONE":
             if time.monotonic() >= deadline:
-                raise TransientError(f"load job {job_id} still {job.state} after {wait_seconds:.0f} s; retried")
+                raise StillRunning(f"load job {job_id} still {job.state} after {wait_seconds:.0f} s")
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 10.0)
             call(f"reading load job {job_id}", job.reload)  # the job carries its location

@@ -26,26 +26,34 @@ RETRYABLE_REASONS: Final = frozenset(
 )
 
 
-def _httpx_errors() -> tuple[type[BaseException], ...]:
-    """``TransportError`` (ConnectError, ReadError, RemoteProtocolError, timeouts) of httpx and of httpx2.
+def _httpx_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes ``names`` of httpx and of httpx2, whichever are installed.
 
     google-genai 3.x sends with httpx2 (a fork with its own classes) when it is installed,
     else httpx; 1.56 with httpx. Whichever is installed must be caught.
     """
     found: list[type[BaseException]] = []
-    for name in ("httpx", "httpx2"):
+    for module in ("httpx", "httpx2"):
         try:
-            found.append(importlib.import_module(name).TransportError)
+            imported = importlib.import_module(module)
         except ImportError:
             continue
+        found.extend(getattr(imported, name) for name in names)
     return tuple(found)
+
+
+# The request never left: a connection could not be made (anything later may have been served).
+NOT_SENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    requests.exceptions.ConnectTimeout,
+    *_httpx_errors("ConnectError", "ConnectTimeout", "PoolTimeout"),
+)
 
 
 NETWORK_ERRORS: Final[tuple[type[BaseException], ...]] = (
     requests.ConnectionError,
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
-    *_httpx_errors(),
+    *_httpx_errors("TransportError"),  # ConnectError, ReadError, RemoteProtocolError, timeouts...
     auth_exceptions.TransportError,
     ConnectionError,
     TimeoutError,

@@ -7,8 +7,8 @@ from typing import Any
 
 from google.genai import Client, errors, types
 
-from shared.adapters.errors import NETWORK_ERRORS, RETRYABLE_CODES
-from shared.core.errors import RefusedError, TransientError
+from shared.adapters.errors import NETWORK_ERRORS, NOT_SENT_ERRORS
+from shared.core.errors import RefusedError, TransientError, UncertainError
 from shared.ports import JobError, VertexJob
 
 
@@ -31,15 +31,26 @@ def _job(job: Any) -> VertexJob:
     return VertexJob(str(job.name), _state(job), _error(getattr(job, "error", None)))
 
 
-def translate(what: str, exc: Exception) -> Exception:
-    """An SDK or network failure as one of our errors (anything else is returned as it is)."""
+def translate(what: str, exc: Exception, *, creating: bool = False) -> Exception:
+    """An SDK or network failure as one of our errors (anything else is returned as it is).
+
+    For ``batches.create`` (``creating``), a failure after the request may have been served —
+    a 5xx, a timeout, a connection lost before the answer — is an UncertainError: the job may
+    exist, and only finding it (the claim's lease protects that) may tell. 429 and 408 are
+    definite refusals; 401/403 may be IAM still propagating after a deploy: retried. Other 4xx
+    (an unknown model, an invalid request) are RefusedError.
+    """
     if isinstance(exc, errors.APIError):
         code = getattr(exc, "code", 0) or 0
-        if code in RETRYABLE_CODES or code >= 500:
+        if code >= 500:
+            kind = UncertainError if creating else TransientError
+            return kind(f"{what}: {code} {exc}")
+        if code in (401, 403, 408, 429):
             return TransientError(f"{what}: {code} {exc}")
         return RefusedError(f"{what}: {code} {exc}", code, getattr(exc, "status", None) or None)
     if isinstance(exc, NETWORK_ERRORS):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+        kind = UncertainError if creating and not isinstance(exc, NOT_SENT_ERRORS) else TransientError
+        return kind(f"{what}: {type(exc).__name__}: {exc}")
     return exc
 
 
@@ -64,7 +75,7 @@ class VertexBatchJobs:
                 model=model, src=types.BatchJobSource(gcs_uri=[input_uri]), config=config
             )
         except Exception as exc:
-            raise translate("creating a batch job", exc) from exc
+            raise translate("creating a batch job", exc, creating=True) from exc
         return _job(job)
 
     def get(self, name: str, location: str) -> VertexJob:

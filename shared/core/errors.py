@@ -17,6 +17,14 @@ class TransientError(PipelineError):
     """Retrying may help: 429, 5xx, deadlines, lost connections."""
 
 
+class UncertainError(TransientError):
+    """Retrying may help, but the request may have taken effect (an answer lost, a timeout, a 5xx)."""
+
+
+class StillRunning(TransientError):
+    """A job (a BigQuery load) is not done within the time given to wait for it."""
+
+
 class KeyCollisionError(PermanentError):
     """Two requests of one file would carry the same key."""
 

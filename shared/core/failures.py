@@ -53,6 +53,7 @@ HTTP_CODES: Final = {
     "DATA_LOSS": 500,
     "UNAUTHENTICATED": 401,
 }
+JOB_GONE: Final = "JOB_STATE_GONE"  # not a Vertex state: the job no longer exists (deleted)
 JOB_EXPIRED: Final = "JOB_EXPIRED"
 JOB_CANCELLED: Final = "JOB_CANCELLED"
 JOB_FAILED: Final = "JOB_FAILED"
@@ -91,13 +92,15 @@ def missing_reason(vertex_state: str, error: dict[str, Any], stuck: bool) -> Mis
     message = error.get("message") or None
     if error.get("source") == "create":  # batches.create refused the job for good
         return MissingReason(False, error.get("code"), status, f"the batch job was refused: {message}")
-    if stuck:
-        return MissingReason(True, None, None, "cancelled by the pipeline: past its queue or run deadline")
     if vertex_state == "JOB_STATE_FAILED":
         retryable = status is None or status in RETRYABLE_STATUSES
         return MissingReason(retryable, error.get("code"), status or JOB_FAILED, f"the batch job failed: {message}")
     if vertex_state == "JOB_STATE_EXPIRED":
         return MissingReason(True, None, JOB_EXPIRED, "the batch job expired before it ran")
-    if vertex_state == "JOB_STATE_CANCELLED":
+    if vertex_state == JOB_GONE:
+        return MissingReason(False, 404, "NOT_FOUND", "the batch job no longer exists on Vertex (deleted)")
+    if vertex_state in ("JOB_STATE_CANCELLED", "JOB_STATE_CANCELLING"):
+        if stuck:  # cancelled (or given up on while cancelling) by the pipeline's own deadlines
+            return MissingReason(True, None, None, "cancelled by the pipeline: past its queue or run deadline")
         return MissingReason(False, None, JOB_CANCELLED, "the batch job was cancelled (not by the pipeline)")
     return MissingReason(True)  # the job ended well but wrote no line for this request: send it again

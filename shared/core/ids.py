@@ -37,9 +37,12 @@ def run_id_for_object(ref: ObjectRef) -> str:
     return "r" + _digest("object", ref.bucket, ref.name, ref.generation)
 
 
-def run_id_for_message(message_id: str) -> str:
-    """The run of one ``batch-requests`` message."""
-    return "m" + _digest("message", message_id)
+def run_id_for_message(deployment: str, message_id: str) -> str:
+    """The run of one ``batch-requests`` message to one deployment (named by its work bucket).
+
+    Message ids are unique per topic only; job ids and labels are project-wide.
+    """
+    return "m" + _digest("message", deployment, message_id)
 
 
 def job_key(run_id: str, chunk: int, attempt: int) -> str:

@@ -79,7 +79,7 @@ TRANSITIONS: Final = (
         (RUN_RUNNING,),
         RUN_COMPLETE,
         "collect_results, submit_*",
-        "every chunk's latest attempt is COLLECTED or UNCOLLECTABLE",
+        "every chunk has an attempt, and every attempt is COLLECTED or UNCOLLECTABLE",
         holds=True,
     ),
     Transition(
@@ -124,7 +124,14 @@ TRANSITIONS: Final = (
         "the claim holder",
         "batches.create refused the job for good (e.g. an unknown model): its rows become MISSING with the reason",
     ),
-    Transition("finished", "job", (JOB_SUBMITTED,), JOB_FINISHED, "poll_batches", "Vertex reports a final state"),
+    Transition(
+        "finished",
+        "job",
+        (JOB_SUBMITTED,),
+        JOB_FINISHED,
+        "poll_batches",
+        "Vertex reports a final state (or the job no longer exists)",
+    ),
     Transition(
         "abandoned",
         "job",
@@ -258,6 +265,7 @@ class JobRecord(_Record):
     submitted_at: str = ""
     finished_at: str = ""  # when batch-finished was (last) published
     stuck: bool = False  # cancelled (or abandoned) by our own deadlines
+    cancel_requested_at: str = ""  # when the pipeline last asked Vertex to cancel it
     error: dict[str, Any] = field(default_factory=dict)  # job-level: {"code", "status", "message", "source"}
     collect_error: str = ""  # why an UNCOLLECTABLE attempt could not be collected
     counts: dict[str, int] = field(default_factory=dict)

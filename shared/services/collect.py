@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import PermanentError, PipelineError
+from shared.core.errors import PermanentError
 from shared.core.failures import missing_reason
 from shared.core.ids import job_key
 from shared.core.lines import Oversize, iter_lines
@@ -40,14 +40,15 @@ from shared.core.records import (
     JobRecord,
 )
 from shared.ports import Ports
-from shared.services.attempts import finished_message, submit_attempt
-from shared.services.ledger import Claim, Invocation, Ledger, stamp
+from shared.services.attempts import finished_message, observe, submit_attempt
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_once
 from shared.services.runs import complete_run
 
 log = logging.getLogger("gbp.collect")
 OUTPUT_LINE_CAP: Final = 100 << 20  # BigQuery's largest JSON row; a longer output line becomes a FAILED row
 KEEP_ALIVE_LINES: Final = 20_000
+GIVE_UP: Final = "batch_jobs_uncollectable"  # the load of an UNCOLLECTABLE attempt's batch_jobs row
 
 
 def finished_job(message: dict[str, Any]) -> tuple[str, int, int]:
@@ -70,26 +71,31 @@ def collect(message: dict[str, Any], settings: Settings, ports: Ports, inv: Invo
         log.info("duplicate: skipped", extra={"run_id": run_id, "job_name": record.job_name})
         complete_run(ledger, settings, ports, inv, run_id)  # in case the holder died between the two
         return "duplicate"
-    state = record.vertex_state
-    if record.status == JOB_SUBMITTED and state not in VERTEX_FINAL:
-        state = ports.jobs.get(record.job_name, record.location).state
-        if state not in VERTEX_FINAL:
-            log.info("job not final: ignored", extra={"run_id": run_id, "job_name": record.job_name, "state": state})
+    job = None
+    if record.status == JOB_SUBMITTED and record.vertex_state not in VERTEX_FINAL:
+        job = ports.jobs.get(record.job_name, record.location)
+        if job.state not in VERTEX_FINAL:
+            extra = {"run_id": run_id, "job_name": record.job_name, "state": job.state}
+            log.info("job not final: ignored", extra=extra)
             return "not final"
     states = frozenset({JOB_SUBMITTED, JOB_FINISHED, JOB_COLLECTING})
-    record, claim = ledger.claim(JobRecord, ledger.job_uri(run_id, chunk, attempt), inv, states=states)
+    try:
+        record, claim = ledger.claim(JobRecord, ledger.job_uri(run_id, chunk, attempt), inv, states=states)
+    except ClaimHeld:
+        log.info("duplicate: held by another invocation", extra={"run_id": run_id, "job_name": record.job_name})
+        return "busy"  # its holder finishes it, or its own event is retried, or the poller republishes it
     if claim is None:
         return "not final" if record.status not in JOB_TERMINAL else "duplicate"
-    if record.status == JOB_SUBMITTED:  # final on Vertex, not yet seen by the poller
-        record.vertex_state = state
-        record.history.append({"state": state, "at": stamp(inv.now())})
+    if record.status == JOB_SUBMITTED and job is not None:  # final on Vertex, not yet seen by the poller
+        observe(record, job, inv.now())
     claim.move("collect")
     fields = {"run_id": run_id, "job_name": record.job_name, "chunk": chunk, "attempt": attempt}
     try:
-        with claim.released_on_error():
+        with claim.released_on_error(keep=(PermanentError,)):
             _collect(claim, ledger, settings, ports, inv)
     except PermanentError as exc:
-        _give_up(claim, settings, ports, str(exc))
+        with claim.released_on_error():
+            _give_up(claim, settings, ports, str(exc))
         log.error("job attempt uncollectable", extra={**fields, "error": str(exc)}, exc_info=True)
         result = "uncollectable"
     else:
@@ -104,6 +110,8 @@ def collect(message: dict[str, Any], settings: Settings, ports: Ports, inv: Invo
 
 def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> None:
     record = claim.record
+    if GIVE_UP in record.loads:  # a holder that died had given it up: that decision stands
+        raise PermanentError(record.collect_error or "given up by an earlier collector")
     if not record.staged:
         _stage_rows(claim, settings, ports)
     load_once(claim, "predictions", "predictions", record.staged["rows"], ports)
@@ -112,22 +120,16 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
         found = ledger.get_run(record.run_id)
         if found is None:
             raise PermanentError(f"unknown run {record.run_id}")
-        child = submit_attempt(
-            ledger,
-            settings,
-            ports,
-            inv,
-            found[0],
-            record.chunk,
-            record.attempt + 1,
-            record.staged["retry_input"],
-            retry,
-        )
-        record.child, record.retried = job_key(child.run_id, child.chunk, child.attempt), retry
+        retry_input, next_attempt = record.staged["retry_input"], record.attempt + 1
+        try:
+            submit_attempt(ledger, settings, ports, inv, found[0], record.chunk, next_attempt, retry_input, retry)
+        except ClaimHeld:  # it exists, claimed by another invocation (the poller's redrive): it is followed
+            log.info("retry attempt held by another invocation", extra={"run_id": record.run_id})
+        record.child, record.retried = job_key(record.run_id, record.chunk, next_attempt), retry
         claim.save()
         log.info(
             "retryable rows re-submitted",
-            extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": child.attempt, "rows": retry},
+            extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": next_attempt, "rows": retry},
         )
     _load_job_row(claim, settings, ports)
 
@@ -241,26 +243,30 @@ def job_row(record: JobRecord, loaded_at: str) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
-def _load_job_row(claim: Claim[JobRecord], settings: Settings, ports: Ports, status: str = "COLLECTED") -> None:
-    """One ``batch_jobs`` row per job attempt, loaded once."""
+def _load_job_row(claim: Claim[JobRecord], settings: Settings, ports: Ports, load: str = "batch_jobs") -> None:
+    """One ``batch_jobs`` row per job attempt, loaded once (``load``: COLLECTED, or given up)."""
     record = claim.record
     uri = ""
-    if "batch_jobs" not in record.loads:
+    if load not in record.loads:
         key = job_key(record.run_id, record.chunk, record.attempt)
         uri = f"gs://{settings.work_bucket}/rows/{record.run_id}/{key}.g{claim.generation}.job.ndjson"
         row = job_row(record, stamp(claim.inv.now()))
-        row["status"] = status
+        row["status"] = "COLLECTED" if load == "batch_jobs" else "UNCOLLECTABLE"
         ports.store.write(uri, orjson.dumps(row) + b"\n")
-    load_once(claim, "batch_jobs", "batch_jobs", uri, ports)
+    load_once(claim, load, "batch_jobs", uri, ports)
 
 
 def _give_up(claim: Claim[JobRecord], settings: Settings, ports: Ports, reason: str) -> None:
-    """End the attempt UNCOLLECTABLE with its reason, in the ledger and (best effort) in batch_jobs."""
+    """End the attempt UNCOLLECTABLE with its reason, in the ledger and (best effort) in batch_jobs.
+
+    The give-up is recorded (its own batch_jobs load) before the attempt moves: a successor of
+    a holder that died in between gives up too, and never loads a second, COLLECTED row.
+    """
     record = claim.record
     record.collect_error = reason
     try:
-        _load_job_row(claim, settings, ports, status="UNCOLLECTABLE")
-    except PipelineError:
+        _load_job_row(claim, settings, ports, load=GIVE_UP)
+    except PermanentError:
         log.exception("batch_jobs row of an uncollectable attempt not loaded", extra={"run_id": record.run_id})
     claim.move("uncollectable")
 

@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 import orjson
 
-from shared.core.errors import ConflictError, PermanentError, TransientError
+from shared.core.errors import ConflictError, PermanentError, TransientError, UncertainError
 from shared.core.ids import job_key
 from shared.core.records import JobRecord, Run, move
 from shared.ports import ObjectStore
@@ -47,11 +47,19 @@ def lease_left(claimed_at: str, now: datetime, seconds: int) -> float:
 
 
 class ClaimHeld(TransientError):
-    """Another invocation holds the claim and its lease stands: retry later."""
+    """Another invocation holds the claim and its lease stands.
+
+    Nothing is lost by leaving it alone: the holder finishes, or fails and its own event is
+    retried, or dies and the poller drives the record on once the lease lapses.
+    """
 
 
 class LostClaim(TransientError):
     """Someone else took the claim over (our lease lapsed): stop before any side effect."""
+
+    def __init__(self, message: str, uri: str) -> None:
+        super().__init__(message)
+        self.uri = uri
 
 
 class DeadlineNear(TransientError):
@@ -120,7 +128,22 @@ class Ledger:
 
     def put(self, record: Run | JobRecord, generation: int) -> int:
         """Update ``record`` if nobody else did since ``generation`` (else ConflictError)."""
-        return self.store.write(self.uri_of(record), orjson.dumps(record.to_json()), if_generation_match=generation)
+        return self.write(self.uri_of(record), orjson.dumps(record.to_json()), generation)
+
+    def write(self, uri: str, data: bytes, generation: int) -> int:
+        """A conditional write; a 412 on a write that was our own (retried after its answer was lost) is ours.
+
+        The storage client retries a conditional upload whose answer was lost; the retry then
+        fails its precondition against our own first write. Records carry their holder's
+        timestamp, so the same bytes can only be ours.
+        """
+        try:
+            return self.store.write(uri, data, if_generation_match=generation)
+        except ConflictError:
+            found = self.store.read(uri)
+            if found is not None and found[0] == data:
+                return found[1]
+            raise
 
     def jobs_of(self, run_id: str) -> list[JobRecord]:
         """Every job attempt of a run."""
@@ -145,7 +168,7 @@ class Ledger:
         if create is not None:
             create.claimed_at = stamp(now)
             try:
-                generation = self.store.write(uri, orjson.dumps(create.to_json()), if_generation_match=0)
+                generation = self.write(uri, orjson.dumps(create.to_json()), 0)
             except ConflictError:
                 pass
             else:
@@ -163,7 +186,7 @@ class Ledger:
             raise ClaimHeld(f"{uri} is held by another invocation (claimed at {record.claimed_at})")
         record.claimed_at = stamp(now)
         try:
-            generation = self.store.write(uri, orjson.dumps(record.to_json()), if_generation_match=generation)
+            generation = self.write(uri, orjson.dumps(record.to_json()), generation)
         except ConflictError as exc:
             raise ClaimHeld(f"{uri} was taken by another invocation") from exc
         return record, Claim(self, record, generation, inv)
@@ -216,7 +239,7 @@ class Claim(Generic[R]):
         try:
             self.generation = self.ledger.put(self.record, self.generation)
         except ConflictError as exc:
-            raise LostClaim(f"{self.uri} was taken over by another invocation") from exc
+            raise LostClaim(f"{self.uri} was taken over by another invocation", self.uri) from exc
 
     def move(self, transition: str) -> None:
         """Apply a named transition (records.TRANSITIONS) and save; the lease goes unless the move holds it."""
@@ -250,7 +273,7 @@ class Claim(Generic[R]):
         self.inv.check(what, needs)
         found = self.ledger.store.read(self.uri)
         if found is None or found[1] != self.generation:
-            raise LostClaim(f"{what}: {self.uri} was taken over by another invocation")
+            raise LostClaim(f"{what}: {self.uri} was taken over by another invocation", self.uri)
         if self.lease_left() < max(needs, self.ledger.lease_seconds / 2):
             self.renew()
 
@@ -261,12 +284,20 @@ class Claim(Generic[R]):
             self.save()
 
     @contextlib.contextmanager
-    def released_on_error(self) -> Iterator[Claim[R]]:
-        """Release the claim when the block fails (but not when the claim was lost: it is not ours)."""
+    def released_on_error(self, keep: tuple[type[Exception], ...] = ()) -> Iterator[Claim[R]]:
+        """Release the claim when the block fails, so that the next try need not wait for the lease.
+
+        Kept: when this claim was lost (it is not ours any more), when the outcome of a side
+        effect is unknown (UncertainError: only the lease protects against doing it twice), and
+        for the error types in ``keep`` (the caller goes on holding it).
+        """
         try:
             yield self
-        except LostClaim:
+        except LostClaim as exc:
+            if exc.uri != self.uri:
+                self.release()
             raise
-        except Exception:
-            self.release()
+        except Exception as exc:
+            if not isinstance(exc, (UncertainError, *keep)):
+                self.release()
             raise

@@ -5,8 +5,9 @@ The load is a named entry of the claimed record's ``loads`` (``predictions``, ``
 entry is written before the job is created, so any later holder loads the same file under
 the same id. The warehouse adapter does the rest of the rule (absent → create; 409 → that
 job; PENDING/RUNNING → wait within the invocation's time, then retry later). A job that
-ended with an error is tried again under the next version — recorded first — when the
-error was BigQuery's own (backend, rate, quota); an error in the data is permanent.
+ended with an error is tried again under the next version — recorded first, created by the
+next delivery after the trigger's backoff — when the error was BigQuery's own (backend,
+rate, quota: it counts against no retry cap); an error in the data is permanent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from shared.core.errors import PermanentError
+from shared.core.errors import PermanentError, StillRunning, TransientError
 from shared.core.ids import job_key, load_job_id
 from shared.core.records import JobRecord
 from shared.ports import LoadState, Ports
@@ -22,7 +23,6 @@ from shared.services.ledger import Claim
 
 log = logging.getLogger("gbp.loads")
 LOAD_NEEDS: Final = 30.0  # seconds of invocation (and lease) kept for what follows a load: not spent waiting
-MAX_LOAD_VERSIONS: Final = 5
 DONE: Final = "DONE"
 FAILED: Final = "FAILED"
 
@@ -45,8 +45,11 @@ def load_once(claim: Claim[Any], name: str, table: str, source_uri: str, ports: 
     """Load ``source_uri`` into ``table`` exactly once, as the load ``name`` of the claimed record.
 
     ``source_uri`` is used only when the load is not recorded yet; a recorded load keeps its
-    own file. Returns once the load is DONE; raises TransientError to be retried later and
-    PermanentError when the load cannot succeed.
+    own file. Returns once the load is DONE. Waits for a running load within the lease and the
+    invocation's time (then StillRunning: the next delivery waits on). A load BigQuery failed
+    itself (backend, rate, quota) gets its next version recorded, then TransientError: it is
+    created by the next delivery, after the trigger's backoff. PermanentError when the data
+    cannot be loaded.
     """
     loads: dict[str, dict[str, Any]] = claim.record.loads
     entry = loads.get(name)
@@ -58,23 +61,26 @@ def load_once(claim: Claim[Any], name: str, table: str, source_uri: str, ports: 
         raise PermanentError(f"load {entry['job_id']} failed: {entry.get('errors', [])[-1:]}")
     while entry.get("state") != DONE:
         claim.confirm(f"loading {entry['source']}", LOAD_NEEDS)
-        result = ports.warehouse.load_once(
-            entry["job_id"], entry["source"], entry["table"], wait_seconds=max(1.0, claim.inv.time_left() - LOAD_NEEDS)
-        )
+        wait = min(claim.inv.time_left(), claim.lease_left()) - LOAD_NEEDS
+        try:
+            result = ports.warehouse.load_once(entry["job_id"], entry["source"], entry["table"], max(1.0, wait))
+        except StillRunning:
+            if claim.inv.time_left() < 2 * LOAD_NEEDS:
+                raise
+            continue  # confirm renews the lease, then it waits on
         if result.state is LoadState.DONE:
             entry["state"] = DONE
             claim.save()
             log.info("rows loaded", extra={"load_job": result.job_id, "table": table, "gcs_uri": entry["source"]})
             return
         entry.setdefault("errors", []).append(f"{result.job_id}: {result.error}")
-        if not result.retryable or entry["version"] >= MAX_LOAD_VERSIONS:
+        if not result.retryable:
             entry["state"] = FAILED
             claim.save()
             raise PermanentError(f"load {result.job_id} of {entry['source']} into {table} failed: {result.error}")
         entry["version"] += 1
         entry["job_id"] = load_job_id(name, owner_of(claim), entry["version"])
         claim.save()  # the next version is recorded before it is created
-        log.warning(
-            "load failed: trying the next version",
-            extra={"load_job": result.job_id, "next": entry["job_id"], "error": result.error},
+        raise TransientError(
+            f"load {result.job_id} failed on BigQuery's side ({result.error}); next: {entry['job_id']}"
         )

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from shared.config import Settings
-from shared.core.errors import PipelineError
-from shared.core.failures import job_error
+from shared.core.errors import PipelineError, RefusedError
+from shared.core.failures import JOB_GONE
 from shared.core.records import (
     JOB_CLAIMED,
     JOB_COLLECTING,
@@ -31,8 +31,8 @@ from shared.core.records import (
     JobRecord,
     move,
 )
-from shared.ports import Ports
-from shared.services.attempts import finished_message, submit_attempt
+from shared.ports import JobError, Ports, VertexJob
+from shared.services.attempts import finished_message, observe, submit_attempt
 from shared.services.ledger import Invocation, Ledger, lease_left, stamp
 from shared.services.runs import latest_attempts
 
@@ -110,9 +110,9 @@ def _follow(
         quiet = lease_left(record.finished_at, now, settings.lease_seconds) <= 0
         idle = record.status == JOB_FINISHED or lease_left(record.claimed_at, now, settings.lease_seconds) <= 0
         if quiet and idle:
-            ports.bus.publish(settings.batch_finished_topic, finished_message(record))
             record.finished_at = stamp(now)
-            ledger.put(record, generation)
+            ledger.put(record, generation)  # first: a tick that overlaps this one does not publish too
+            ports.bus.publish(settings.batch_finished_topic, finished_message(record))
             counts["republished"] += 1
     elif record.status == JOB_SUBMITTED:
         _follow_submitted(ledger, settings, ports, inv, record, generation, counts)
@@ -127,23 +127,23 @@ def _follow_submitted(
     generation: int,
     counts: dict[str, int],
 ) -> None:
-    job = ports.jobs.get(record.job_name, record.location)
+    try:
+        job = ports.jobs.get(record.job_name, record.location)
+    except RefusedError as exc:
+        if exc.code != 404:
+            raise
+        job = VertexJob(record.job_name, JOB_GONE, JobError(5, "NOT_FOUND", "the batch job no longer exists"))
     now = inv.now()
-    changed = job.state != record.vertex_state
-    if changed:
-        record.vertex_state = job.state
-        record.history.append({"state": job.state, "at": stamp(now)})
-        counts["changed"] += 1
+    changed = observe(record, job, now)
+    counts["changed"] += changed
     fields = {"run_id": record.run_id, "job_name": record.job_name, "state": job.state}
-    if job.state in VERTEX_FINAL or _abandon(record, settings, now):
-        if job.state not in VERTEX_FINAL:
+    if job.state in VERTEX_FINAL or job.state == JOB_GONE or _abandon(record, settings, now):
+        if job.state == CANCELLING:
             record.stuck = True
             move(record, "abandoned")
             log.error("batch job stuck cancelling: abandoned", extra=fields)
         else:
             move(record, "finished")
-        if job.error is not None:
-            record.error = job_error(job.error.status or job.error.code, job.error.message, "vertex")
         record.finished_at = ""  # published below; a crash before that is republished at once
         generation = ledger.put(record, generation)
         ports.bus.publish(settings.batch_finished_topic, finished_message(record))
@@ -152,15 +152,19 @@ def _follow_submitted(
         counts["finished"] += 1
         log.info("batch job finished", extra=fields)
         return
-    if not record.stuck and _past_deadline(record, settings, now):
+    asked = lease_left(record.cancel_requested_at, now, settings.lease_seconds) > 0
+    if job.state != CANCELLING and not asked and _past_deadline(record, settings, now):
+        # Recorded before asking: once cancelled, its rows must be known as ours to retry.
+        record.stuck, record.cancel_requested_at = True, stamp(now)
+        ledger.put(record, generation)
         try:
             ports.jobs.cancel(record.job_name, record.location)
-        except PipelineError as exc:  # e.g. it ended meanwhile: the next tick sees it
+        except PipelineError as exc:  # e.g. it ended meanwhile: the next tick sees it (or asks again)
             log.warning("batch job stuck: cancel refused", extra={**fields, "error": str(exc)})
         else:
-            record.stuck = changed = True
             counts["stuck"] += 1
             log.warning("batch job stuck: cancelled", extra=fields)
+        return
     if changed:
         ledger.put(record, generation)
 
@@ -211,17 +215,19 @@ def _follow_run(
     lapsed = lease_left(run.claimed_at, now, settings.lease_seconds) <= 0
     if run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced):
         ledger.deactivate_run(run_id)
+    elif not lapsed:
+        return  # its holder is at work (submitting, or completing it)
     elif run.status == RUN_SUBMITTING:
-        if lapsed and lease_left(run.resume_sent_at, now, settings.lease_seconds) <= 0:
-            ports.bus.publish(settings.batch_requests_topic, {"resume": run_id}, run_id=run_id)
+        if lease_left(run.resume_sent_at, now, settings.lease_seconds) <= 0:
             run.resume_sent_at = stamp(now)
-            ledger.put(run, generation)
+            ledger.put(run, generation)  # first: a tick that overlaps this one does not publish too
+            ports.bus.publish(settings.batch_requests_topic, {"resume": run_id}, run_id=run_id)
             counts["resumed"] += 1
             log.warning("run submission lapsed: resume sent", extra={"run_id": run_id})
-    elif (run.status == RUN_RUNNING and not busy) or (run.status == RUN_COMPLETE and lapsed):
+    elif (run.status == RUN_RUNNING and not busy) or run.status == RUN_COMPLETE:
         latest = latest_attempts(ledger.jobs_of(run_id))
         if latest and lease_left(run.nudged_at, now, settings.lease_seconds) <= 0:
-            ports.bus.publish(settings.batch_finished_topic, finished_message(latest[min(latest)]))
             run.nudged_at = stamp(now)
             ledger.put(run, generation)
+            ports.bus.publish(settings.batch_finished_topic, finished_message(latest[min(latest)]))
             counts["nudged"] += 1

@@ -1,4 +1,4 @@
-"""A run's end: completed when every chunk's latest attempt is terminal, its work files released, announced once.
+"""A run's end: completed when every attempt is terminal, its work files released, announced once.
 
 Whoever sees the run complete first (a collector, or the submitter when the jobs were
 collected while it was still submitting) claims it; the announcement on ``batch-results``
@@ -43,7 +43,7 @@ def release_work_files(settings: Settings, ports: Ports, run_id: str, now: datet
 
 
 def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, run_id: str) -> str:
-    """Complete and announce ``run_id`` if every chunk's latest attempt is terminal.
+    """Complete and announce ``run_id`` if every chunk has an attempt and every attempt is terminal.
 
     Returns "announced" (now or before), "open" (not complete yet, or another invocation is
     completing it) or "unknown".
@@ -57,8 +57,9 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
     if run.status not in (RUN_RUNNING, RUN_COMPLETE):
         return "open"
     records = ledger.jobs_of(run_id)
-    latest = latest_attempts(records)
-    if len(latest) < run.chunks or any(r.status not in JOB_TERMINAL for r in latest.values()):
+    # Every attempt, not only the latest of each chunk: a parent still loading its batch_jobs
+    # row after its child attempt was collected keeps the run open.
+    if len(latest_attempts(records)) < run.chunks or any(r.status not in JOB_TERMINAL for r in records):
         return "open"
     try:
         run, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_RUNNING, RUN_COMPLETE}))
@@ -82,7 +83,6 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
 
 def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) -> dict[str, Any]:
     """The ``batch-results`` message of a run."""
-    latest = latest_attempts(records)
     failed_loads = {
         name: entry.get("errors", []) for name, entry in run.loads.items() if entry.get("state") == "FAILED"
     }
@@ -97,7 +97,7 @@ def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) ->
         "jobs": sorted(r.job_name for r in records if r.job_name),
         "uncollectable": [
             {"chunk": r.chunk, "attempt": r.attempt, "job_name": r.job_name, "error": r.collect_error}
-            for r in sorted(latest.values(), key=lambda r: r.chunk)
+            for r in sorted(records, key=lambda r: (r.chunk, r.attempt))
             if r.status == JOB_UNCOLLECTABLE
         ],
         **({"failed_loads": failed_loads} if failed_loads else {}),

@@ -28,7 +28,7 @@ from shared.core.records import RUN_SUBMITTING, Run
 from shared.core.validate import ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
 from shared.services.attempts import submit_attempt
-from shared.services.ledger import Claim, Invocation, Ledger, stamp
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_entry, load_once
 from shared.services.runs import complete_run, release_work_files
 
@@ -70,7 +70,11 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
         display_name=sub.display_name,
         labels=dict(sub.labels),
     )
-    run, claim = ledger.claim(Run, ledger.run_uri(sub.run_id), inv, create=new, states=frozenset({RUN_SUBMITTING}))
+    try:
+        run, claim = ledger.claim(Run, ledger.run_uri(sub.run_id), inv, create=new, states=frozenset({RUN_SUBMITTING}))
+    except ClaimHeld:
+        log.info("duplicate: held by another invocation", extra={"run_id": sub.run_id})
+        return "busy"  # its holder finishes it, or its own event is retried, or the poller resumes it
     if claim is None:
         log.info("duplicate: skipped", extra={"run_id": run.run_id, "status": run.status})
         return "duplicate"
@@ -95,10 +99,15 @@ def resume(run_id: str, settings: Settings, ports: Ports, inv: Invocation) -> st
 def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> str:
     run = claim.record
     if not run.staged:
-        try:
-            summary = _stage(claim, settings, ports)
-        except PermanentError as exc:  # the source cannot be read: nothing will change that by retrying
-            return _reject(claim, ledger, settings, ports, None, str(exc))
+        # This holder's files go under a prefix of its own (its claim's generation): a holder that
+        # was replaced can never overwrite what its successor staged.
+        prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
+        with ExitStack() as stack:
+            try:
+                source = _Source(run, prefix, ports).open(stack)
+            except PermanentError as exc:  # the source cannot be read: nothing will change that by retrying
+                return _reject(claim, ledger, settings, ports, None, str(exc))
+            summary = _stage(claim, settings, ports, source, prefix)
         if (summary.invalid and not settings.skip_invalid_lines) or summary.valid == 0:
             return _reject(claim, ledger, settings, ports, summary, "")
     if run.invalid:
@@ -106,7 +115,10 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     prefix = run.staged["prefix"]
     for chunk, count in enumerate(run.staged["counts"]):
         input_uri = f"{prefix}/{job_key(run.run_id, chunk, 1)}.jsonl"
-        submit_attempt(ledger, settings, ports, inv, run, chunk, 1, input_uri, count)
+        try:
+            submit_attempt(ledger, settings, ports, inv, run, chunk, 1, input_uri, count)
+        except ClaimHeld:  # claimed already (by the poller's redrive): it exists, and is followed
+            log.info("job attempt held by another invocation", extra={"run_id": run.run_id, "chunk": chunk})
         claim.keep_alive()
     claim.move("start")
     log.info(
@@ -138,21 +150,18 @@ class _Source:
         return stack.enter_context(self.ports.store.open(uri))
 
 
-def _stage(claim: Claim[Run], settings: Settings, ports: Ports) -> ValidationSummary:
-    """One pass: validate every line and write the valid ones, keyed, into job-sized chunks.
+def _stage(claim: Claim[Run], settings: Settings, ports: Ports, source: BinaryIO, prefix: str) -> ValidationSummary:
+    """One pass: validate every line and write the valid ones, keyed, into job-sized chunks under ``prefix``.
 
-    Files go under a prefix of this holder's own (its claim's generation), so a holder that
-    was replaced can never overwrite what its successor staged; the prefix is recorded with
-    the chunk counts in one conditional write.
+    The prefix is recorded with the chunk counts in one conditional write.
     """
     run = claim.record
-    prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
     limits = JobLimits(settings.max_requests_per_job, settings.max_bytes_per_job)
     options = ValidationOptions(limits=limits, max_line_bytes=settings.max_line_bytes, max_examples=100)
     summary = ValidationSummary(max_requests=limits.max_requests, max_bytes=limits.max_bytes)
     counts: list[int] = []
     with ExitStack() as stack:
-        lines = scan(_Source(run, prefix, ports).open(stack), options, summary)
+        lines = scan(source, options, summary)
         skipped = f"{prefix}/invalid.jsonl"
         invalid_out = stack.enter_context(ports.store.writer(skipped)) if settings.skip_invalid_lines else None
 

@@ -36,7 +36,7 @@ run "storage_triggered" {
     error_message = "functions are reachable from inside the project only"
   }
   assert {
-    condition     = google_cloudfunctions2_function.function.service_config[0].environment_variables == merge(var.environment, { FUNCTION_TIMEOUT_SECONDS = "540" })
+    condition     = google_cloudfunctions2_function.function.service_config[0].environment_variables == tomap(merge(var.environment, { FUNCTION_TIMEOUT_SECONDS = "540" }))
     error_message = "the function gets exactly the environment it is given, and its own timeout"
   }
   assert {

@@ -78,11 +78,12 @@ run "pipeline" {
     error_message = "only the functions that load rows may write to the dataset"
   }
   assert {
-    condition = alltrue([
-      for rule in google_storage_bucket.work.lifecycle_rule :
-      rule.condition[0].days_since_custom_time == 30 && rule.condition[0].age == null
-    ]) && length(google_storage_bucket.work.lifecycle_rule) == 1
-    error_message = "work files are deleted only after the custom time their finished run sets, never by age"
+    condition = alltrue(flatten([
+      for rule in google_storage_bucket.work.lifecycle_rule : [
+        for c in rule.condition : (c.days_since_custom_time == 30 && coalesce(c.age, 0) == 0) || coalesce(c.age, 0) >= 180
+      ]
+    ])) && length(google_storage_bucket.work.lifecycle_rule) == 2
+    error_message = "work files are deleted only after the custom time their finished run sets, or as a backstop long after any run"
   }
   assert {
     condition = alltrue([

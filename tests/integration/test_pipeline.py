@@ -139,7 +139,7 @@ def test_pipeline_bq_source_through_submit_request(cloud: Endpoints) -> None:
     message_id = client.publish(
         client.topic_path(cloud.project, "batch-requests"), orjson.dumps({"source": f"bq://{table}"})
     ).result()
-    run_id = run_id_for_message(message_id)
+    run_id = run_id_for_message("gbp-work", message_id)
     until_complete(cloud, run_id)
     rows = latest_rows(cloud, run_id)
     assert sorted(rows) == ["bq-0", "bq-1", "bq-2"] and all(r["outcome"] == "SUCCEEDED" for r in rows.values())
@@ -249,7 +249,7 @@ def test_pipeline_crash_during_the_load_loses_and_duplicates_nothing(cloud: Endp
     submit(submission, settings, real, invocation())
     crashing = Ports(
         store=real.store, jobs=real.jobs, bus=real.bus,
-        warehouse=CrashOnce(real.warehouse, "load_once", lambda job_id, uri, table, **_: table == "predictions"),
+        warehouse=CrashOnce(real.warehouse, "load_once", lambda job_id, uri, table, *_: table == "predictions"),
     )  # fmt: skip
     record = wait_for(
         lambda: poll(settings, real, invocation()) and job_record(cloud, settings, run_id)["status"] == "FINISHED"
@@ -346,8 +346,8 @@ def test_function_answers_500_on_a_transient_failure_and_succeeds_when_retried(
         },
         "data": orjson.dumps({"bucket": "gbp-input", "name": name, "generation": str(blob.generation)}),
     }  # fmt: skip
-    requests.post(f"{cloud.vertex}/_emulator/faults", json={"create": [503]}, timeout=10).raise_for_status()
-    assert client.post("/", **event).status_code == 500  # Vertex said 503: retried by the trigger
+    requests.post(f"{cloud.vertex}/_emulator/faults", json={"create": [429]}, timeout=10).raise_for_status()
+    assert client.post("/", **event).status_code == 500  # Vertex said 429: retried by the trigger
     assert vertex_jobs(cloud, run_id) == []
     # The failed delivery released its claims: the retry goes on at once, not after a 600 s lease.
     assert client.post("/", **event).status_code == 200  # the retry submits

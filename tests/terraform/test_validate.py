@@ -84,12 +84,21 @@ TEST_CATCHES = {
         "every bucket has uniform access and public access prevention",
     ),
     "environment-not-passed": (
-        ("modules/function/main.tf", "environment_variables          = var.environment", ""),
+        (
+            "modules/function/main.tf",
+            "environment_variables = merge(var.environment, { FUNCTION_TIMEOUT_SECONDS = tostring(var.timeout_seconds)"
+            " })",
+            "",
+        ),
         "the function gets exactly the environment it is given",
     ),
     "no-retries": (
         ("modules/function/main.tf", '"RETRY_POLICY_RETRY"', '"RETRY_POLICY_DO_NOT_RETRY"'),
         "failed deliveries are retried",
+    ),
+    "work-files-deleted-by-age": (
+        ("storage.tf", "days_since_custom_time = var.work_retention_days", "age = var.work_retention_days"),
+        "work files are deleted only after the custom time",
     ),
 }
 

@@ -20,7 +20,14 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from shared.core.errors import ConflictError, PermanentError, RefusedError, TransientError
+from shared.core.errors import (
+    ConflictError,
+    PermanentError,
+    RefusedError,
+    StillRunning,
+    TransientError,
+    UncertainError,
+)
 from shared.ports import JobError, LoadResult, LoadState, Ports, VertexJob
 from shared.services.ledger import Invocation
 
@@ -53,6 +60,9 @@ class MemoryStore:
         self.reads: list[int] = []  # the size asked for by every read() of every stream
         self._generations = itertools.count(1)
         self.fail_writes: dict[str, int] = {}  # uri substring -> writes still to fail (TransientError)
+        # Conditional writes whose answer is lost and that the client retries: the retry meets its
+        # own first write and answers 412, as GCS does.
+        self.ghost_conflicts = 0
 
     @contextmanager
     def open(self, uri: str, generation: str | None = None) -> Iterator[BinaryIO]:
@@ -84,6 +94,9 @@ class MemoryStore:
             raise ConflictError(uri)
         generation = next(self._generations)
         self.objects[uri] = (data, generation)
+        if if_generation_match is not None and self.ghost_conflicts:
+            self.ghost_conflicts -= 1
+            raise ConflictError(f"{uri}: 412 on the retry of a write that succeeded")
         return generation
 
     @contextmanager
@@ -124,23 +137,28 @@ class FakeJobs:
     """Vertex batch jobs whose states the test sets; create can fail, lose its answer or refuse."""
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    create_faults: list[str] = field(default_factory=list)  # "429", "503", "lost" (created, answer lost), "400"
+    # "429" (refused: not created), "503" (outcome unknown: not created), "lost" (created, the answer
+    # lost: outcome unknown), "400" (refused for good)
+    create_faults: list[str] = field(default_factory=list)
     get_faults: dict[str, int] = field(default_factory=dict)  # job name -> gets still to fail (-1: always)
+    list_faults: list[str] = field(default_factory=list)  # "403": IAM still propagating
     creates: int = 0
 
     def create(
         self, *, model: str, input_uri: str, dest_prefix: str, display_name: str, labels: dict[str, str], location: str
     ) -> VertexJob:
         fault = self.create_faults.pop(0) if self.create_faults else ""
-        if fault in ("429", "503"):
-            raise TransientError(f"creating a batch job: {fault}")
+        if fault == "429":
+            raise TransientError("creating a batch job: 429 RESOURCE_EXHAUSTED")
+        if fault == "503":
+            raise UncertainError("creating a batch job: 503 UNAVAILABLE")
         if fault == "400":
             raise RefusedError(f"creating a batch job: 400 model {model} not found", 400, "INVALID_ARGUMENT")
         self.creates += 1
         name = f"projects/p/locations/{location}/batchPredictionJobs/{len(self.jobs) + 1}"
         self.jobs[name] = {"state": "JOB_STATE_QUEUED", "labels": labels, "input": input_uri, "dest": dest_prefix}
         if fault == "lost":
-            raise TransientError("creating a batch job: RemoteProtocolError: Server disconnected")
+            raise UncertainError("creating a batch job: RemoteProtocolError: Server disconnected")
         return VertexJob(name, "JOB_STATE_QUEUED")
 
     def get(self, name: str, location: str) -> VertexJob:
@@ -148,11 +166,15 @@ class FakeJobs:
         if left:
             self.get_faults[name] = left - 1 if left > 0 else left
             raise TransientError(f"reading {name}: ReadError")
+        if name not in self.jobs:
+            raise RefusedError(f"reading {name}: 404 not found", 404, "NOT_FOUND")
         job = self.jobs[name]
         error = job.get("error")
         return VertexJob(name, job["state"], JobError(error[0], None, error[1]) if error else None)
 
     def find(self, labels: dict[str, str], location: str) -> VertexJob | None:
+        if self.list_faults:
+            raise TransientError(f"listing batch jobs: {self.list_faults.pop(0)}")
         for name, job in self.jobs.items():
             if all(job["labels"].get(k) == v for k, v in labels.items()):
                 return VertexJob(name, job["state"])
@@ -172,6 +194,7 @@ class FakeWarehouse:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> {table, rows, state, error}
     load_faults: list[dict[str, Any]] = field(default_factory=list)  # {"running": n} or {"fail": reason}
     insert_faults: list[str] = field(default_factory=list)  # "quotaExceeded" ... (no job created)
+    clock: FakeClock | None = None  # waiting on a running load takes the time waited
 
     def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
         job = self.jobs.get(job_id)
@@ -185,11 +208,16 @@ class FakeWarehouse:
                                        "error": fault.get("fail")}  # fmt: skip
         if job["running"]:
             job["running"] -= 1
-            raise TransientError(f"load job {job_id} still RUNNING")
+            if self.clock is not None:
+                self.clock.advance(wait_seconds)
+            raise StillRunning(f"load job {job_id} still RUNNING")
         if job["error"]:
             reason = job["error"]
             return LoadResult(
-                job_id, LoadState.FAILED, f"{reason}: failed", reason in ("backendError", "quotaExceeded")
+                job_id,
+                LoadState.FAILED,
+                f"{reason}: failed",
+                reason in ("backendError", "rateLimitExceeded", "quotaExceeded"),
             )
         return LoadResult(job_id, LoadState.DONE)
 

@@ -45,8 +45,9 @@ def test_run_ids_depend_on_the_object_generation_only() -> None:
     ref = ObjectRef("b", "incoming/x.jsonl", "17")
     assert run_id_for_object(ref) == run_id_for_object(ObjectRef("b", "incoming/x.jsonl", "17"))
     assert run_id_for_object(ref) != run_id_for_object(ObjectRef("b", "incoming/x.jsonl", "18"))
-    assert run_id_for_message("1") != run_id_for_message("2")
-    assert run_id_for_object(ref) != run_id_for_message("17")
+    assert run_id_for_message("w", "1") != run_id_for_message("w", "2")
+    assert run_id_for_message("w", "1") != run_id_for_message("other-deployment", "1")
+    assert run_id_for_object(ref) != run_id_for_message("w", "17")
 
 
 def test_job_labels_are_valid_vertex_labels() -> None:

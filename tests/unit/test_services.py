@@ -8,11 +8,11 @@ import orjson
 import pytest
 
 from shared.config import Settings
-from shared.core.errors import PermanentError, TransientError
-from shared.core.records import RUN_SUBMITTING, Run, state_table
+from shared.core.errors import PermanentError, StillRunning, TransientError, UncertainError
+from shared.core.records import Run, state_table
 from shared.ports import Ports
 from shared.services.collect import collect
-from shared.services.ledger import ClaimHeld, DeadlineNear, Ledger, LostClaim
+from shared.services.ledger import DeadlineNear, Ledger, LostClaim
 from shared.services.poll import poll
 from shared.services.submit import MESSAGE, Submission, resume, submit
 from tests.unit.fakes import FakeBus, FakeClock, FakeJobs, FakeWarehouse, MemoryStore, fake_ports
@@ -40,6 +40,7 @@ class World:
         self.ports: Ports = fake_ports()
         self.settings = settings
         self.clock = FakeClock()
+        self.warehouse.clock = self.clock
         self.store.write(SOURCE, b"\n".join(lines) + b"\n")
         self.sub = Submission("r1", SOURCE, self.store.generation(SOURCE))
 
@@ -94,12 +95,18 @@ class World:
             self.store.write(job["dest"] + "/prediction-model-x/predictions.jsonl", b"\n".join(out) + b"\n")
 
     def deliver(self) -> list[str]:
-        """Deliver every batch-finished and batch-requests message once (as the triggers do)."""
+        """Deliver every batch-finished and batch-requests message once; one that fails stays (as Eventarc's)."""
         results = []
-        for message in self.bus.take("finished"):
-            results.append(collect(message, self.settings, self.ports, self.inv()))
-        for message in self.bus.take("requests"):
-            results.append(resume(message["resume"], self.settings, self.ports, self.inv()))
+        for topic, handle in (
+            ("finished", lambda m: collect(m, self.settings, self.ports, self.inv())),
+            ("requests", lambda m: resume(m["resume"], self.settings, self.ports, self.inv())),
+        ):
+            for message in self.bus.take(topic):
+                try:
+                    results.append(handle(message))
+                except TransientError as exc:
+                    results.append(f"retried: {type(exc).__name__}")
+                    self.bus.messages.append((topic, message))
         return results
 
     def drive(self, rounds: int = 5) -> None:
@@ -130,15 +137,17 @@ def test_submit_splits_into_chunks_and_creates_one_job_each() -> None:
     assert world.store.small_reads() == 0  # the source is read in blocks, never byte by byte
 
 
-def test_submit_while_another_delivery_holds_the_claim_is_retried_later() -> None:
+def test_a_delivery_finding_the_run_held_leaves_it_to_its_holder_and_the_poller() -> None:
     world = World([_line("q")])
     held = Run("r1", SOURCE, "m", generation=world.sub.generation or "", claimed_at=world.clock().isoformat())
     world.store.write("gs://work/ledger/runs/r1.json", orjson.dumps(held.to_json()), if_generation_match=0)
+    world.store.write("gs://work/ledger/active-runs/r1", b"{}")
     world.clock.advance(10)
-    with pytest.raises(ClaimHeld):
-        world.submit()
-    world.clock.advance(51)  # the lease lapsed
-    assert world.submit() == "submitted"
+    assert world.submit() == "busy"  # acked: no retry chain while the holder works
+    assert world.poll()["resumed"] == 0  # its lease stands
+    world.clock.advance(51)  # the holder died: its lease lapsed
+    assert world.poll()["resumed"] == 1
+    assert world.deliver() == ["submitted"]
     assert len(world.jobs.jobs) == 1
 
 
@@ -152,11 +161,14 @@ def test_a_429_on_create_releases_the_claims_so_the_next_delivery_goes_on_at_onc
     assert world.jobs.creates == 1
 
 
-def test_a_claimed_attempt_whose_submitter_failed_is_created_by_the_poller() -> None:
+def test_a_claimed_attempt_whose_create_had_an_unknown_outcome_is_created_by_the_poller_after_its_lease() -> None:
     world = World([_line("q", "k")])
-    world.jobs.create_faults = ["503"]
-    with pytest.raises(TransientError):
+    world.jobs.create_faults = ["503"]  # a 5xx: the job may or may not exist
+    with pytest.raises(UncertainError):
         world.submit()  # and the event is never delivered again (dead-lettered)
+    assert world.job()["claimed_at"]  # kept: only the lease stands between us and a second job
+    assert world.poll()["redriven"] == 0
+    world.clock.advance(61)
     assert world.poll()["redriven"] == 1  # followed from the moment it was claimed
     assert world.job()["status"] == "SUBMITTED" and world.jobs.creates == 1
 
@@ -164,23 +176,38 @@ def test_a_claimed_attempt_whose_submitter_failed_is_created_by_the_poller() -> 
 def test_a_create_whose_answer_was_lost_is_adopted_not_created_twice() -> None:
     world = World([_line("q", "k")])
     world.jobs.create_faults = ["lost"]
-    with pytest.raises(TransientError):
+    with pytest.raises(UncertainError):
         world.submit()
+    assert world.submit() == "busy"  # the attempt's claim stands: nobody creates again within its lease
+    world.clock.advance(61)
     assert world.submit() == "submitted"
     assert world.jobs.creates == 1 and world.job()["job_name"] == next(iter(world.jobs.jobs))
 
 
-def test_a_stale_submitter_cannot_create_after_its_claim_was_taken_over() -> None:
+def test_a_403_while_looking_for_the_job_is_retried_not_taken_for_a_refusal() -> None:
     world = World([_line("q", "k")])
-    ledger = Ledger(world.store, "work", SETTINGS.lease_seconds)
-    stale = world.inv()
-    new = Run("r1", SOURCE, "gemini-2.5-flash", generation=world.sub.generation or "")
-    _, claim = ledger.claim(Run, ledger.run_uri("r1"), stale, create=new, states=frozenset({RUN_SUBMITTING}))
-    assert claim is not None
-    world.clock.advance(61)  # the first holder is paused past its lease; a redelivery takes over and finishes
-    assert world.submit() == "submitted"
+    world.jobs.list_faults = ["403"]  # IAM still propagating after a deploy
+    with pytest.raises(TransientError):
+        world.submit()
+    assert world.job()["status"] == "CLAIMED" and world.job()["claimed_at"] == ""  # released: not a refusal
+    assert world.submit() == "submitted" and world.jobs.creates == 1
+
+
+def test_a_stale_submitter_cannot_create_after_its_claim_was_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World([_line("q", "k")])
+    original = FakeJobs.find
+
+    def find_then_sleep(jobs: FakeJobs, labels: dict[str, str], location: str) -> Any:
+        found = original(jobs, labels, location)  # no job yet ...
+        if not jobs.creates:  # ... then the first holder is paused past its lease, and a redelivery finishes
+            monkeypatch.setattr(FakeJobs, "find", original)
+            world.clock.advance(61)
+            assert world.submit() == "submitted"
+        return found
+
+    monkeypatch.setattr(FakeJobs, "find", find_then_sleep)
     with pytest.raises(LostClaim):
-        claim.confirm("creating a batch job", 30)  # the first holder wakes up: it must stop
+        world.submit()  # the first holder wakes up with its stale answer: it must not create
     assert world.jobs.creates == 1
 
 
@@ -325,31 +352,33 @@ def test_a_job_stuck_cancelling_is_abandoned_and_its_rows_retried() -> None:
     assert world.job(attempt=2)["status"] == "SUBMITTED"
 
 
-def test_a_load_still_running_is_waited_for_by_a_retry_and_loaded_once() -> None:
+def test_a_load_still_running_is_waited_for_within_the_invocation_then_by_a_retry() -> None:
     world = World([_line("q", "k")])
     world.submit()
-    world.warehouse.load_faults = [{"running": 1}]
+    world.warehouse.load_faults = [{"running": 2}]  # RUNNING at two looks
     world.finish()
     world.poll()
     message = world.bus.take("finished")[0]
-    with pytest.raises(TransientError, match="RUNNING"):
-        collect(message, SETTINGS, world.ports, world.inv())
+    with pytest.raises(StillRunning):  # 40 s of invocation: 30 kept for what follows, too little to wait on
+        collect(message, SETTINGS, world.ports, world.inv(timeout=40))
     assert world.job()["status"] == "COLLECTING" and world.job()["claimed_at"] == ""  # released: no lease to wait
-    assert collect(message, SETTINGS, world.ports, world.inv()) == "collected"
+    assert collect(message, SETTINGS, world.ports, world.inv()) == "collected"  # waits (a second look), loads
     assert len(world.warehouse.loaded("predictions")) == 1 and world.keyed_rows() == [("k", 1, "SUCCEEDED")]
 
 
-def test_a_load_that_failed_on_bigquery_s_side_is_tried_again_under_the_next_job_id() -> None:
+@pytest.mark.parametrize("reason", ["backendError", "rateLimitExceeded", "quotaExceeded"])
+def test_a_load_that_failed_on_bigquery_s_side_is_tried_again_under_the_next_job_id(reason: str) -> None:
     world = World([_line("q", "k")])
     world.submit()
-    world.warehouse.load_faults = [{"fail": "backendError"}]
+    world.warehouse.load_faults = [{"fail": reason} for _ in range(7)]  # more than any retry cap
     world.finish()
-    world.drive()
-    ids = sorted(world.warehouse.jobs)
-    assert [i for i in ids if "predictions" in i] == [
-        "gbp_predictions_r1_c0000_a1_v1",
-        "gbp_predictions_r1_c0000_a1_v2",
-    ]
+    world.poll()
+    for _ in range(7):
+        assert world.deliver() == ["retried: TransientError"]  # after the trigger's backoff, never at once
+        assert world.job()["status"] == "COLLECTING" and world.job()["claimed_at"] == ""
+    assert world.deliver() == ["collected"]
+    ids = sorted(i for i in world.warehouse.jobs if "predictions" in i)
+    assert ids == sorted(f"gbp_predictions_r1_c0000_a1_v{v}" for v in range(1, 9))
     assert world.keyed_rows() == [("k", 1, "SUCCEEDED")] and world.run()["announced"] is True
 
 
@@ -477,6 +506,85 @@ def test_bad_models_and_sources_are_refused_before_anything_is_claimed() -> None
     with pytest.raises(PermanentError, match="bad source"):
         world.submit(Submission("m2", "gs://", None))
     assert not [u for u in world.store.objects if "/ledger/" in u]
+
+
+def test_a_run_is_not_announced_while_an_earlier_attempt_is_still_being_collected() -> None:
+    world = World([_line("q0", "k0"), _line("q1", "k1")])
+    world.submit()
+    world.finish(answers={"k0": BUSY})
+    world.poll()
+    parent = world.bus.take("finished")[0]
+    world.warehouse.load_faults = [{}, {"running": 5}]  # its rows load; its batch_jobs row is slow
+    with pytest.raises(StillRunning):
+        collect(parent, SETTINGS, world.ports, world.inv(timeout=130))
+    assert world.job()["status"] == "COLLECTING" and world.job(attempt=2)["status"] == "SUBMITTED"
+    world.finish()  # the retry attempt ends, and is collected first
+    world.poll()
+    [child] = [m for m in world.bus.take("finished") if m["attempt"] == 2]
+    assert collect(child, SETTINGS, world.ports, world.inv()) == "collected"
+    assert world.run()["status"] == "RUNNING" and not world.results()  # attempt 1 is not done yet
+    assert collect(parent, SETTINGS, world.ports, world.inv()) == "collected"
+    assert world.run()["announced"] is True and len(world.results()) == 1
+    assert len(world.warehouse.rows("batch_jobs")) == 2
+
+
+def test_a_stuck_job_is_known_as_cancelled_by_us_before_it_is_cancelled() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    name = next(iter(world.jobs.jobs))
+    world.poll()
+    world.clock.advance(3601)
+    world.store.fail_writes["ledger/jobs/r1/"] = 1  # the write that records it fails
+    assert world.poll()["errors"] == 1
+    assert world.jobs.jobs[name]["state"] == "JOB_STATE_QUEUED"  # so it was not cancelled
+    assert world.poll()["stuck"] == 1 and world.job()["stuck"] is True
+    world.finish("JOB_STATE_CANCELLED")
+    world.drive()
+    assert [(r["attempt"], r["retryable"]) for r in world.warehouse.rows()] == [(1, True)]
+
+
+def test_a_stuck_job_that_ignores_the_cancel_is_asked_again() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    name = next(iter(world.jobs.jobs))
+    world.poll()
+    world.clock.advance(3601)
+    assert world.poll()["stuck"] == 1
+    world.jobs.jobs[name]["state"] = "JOB_STATE_QUEUED"  # Vertex dropped the request
+    world.clock.advance(30)
+    assert world.poll()["stuck"] == 0  # asked recently
+    world.clock.advance(31)
+    assert world.poll()["stuck"] == 1
+
+
+def test_a_job_that_no_longer_exists_ends_its_rows_missing_not_retried() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.jobs.jobs.clear()  # deleted on Vertex
+    world.drive()
+    row = world.warehouse.latest("r1")["k"]
+    assert (row["outcome"], row["retryable"], row["error_status"]) == ("MISSING", False, "NOT_FOUND")
+    assert world.run()["announced"] is True
+
+
+def test_a_collector_finding_the_attempt_held_leaves_it_to_its_holder() -> None:
+    world = World([_line("q", "k")])
+    world.submit()
+    world.finish()
+    world.poll()
+    message = world.bus.take("finished")[0]
+    ledger = Ledger(world.store, "work", SETTINGS.lease_seconds)
+    from shared.core.records import JobRecord
+
+    ledger.claim(JobRecord, ledger.job_uri("r1", 0, 1), world.inv(), states=frozenset({"FINISHED"}))
+    assert collect(message, SETTINGS, world.ports, world.inv()) == "busy"
+
+
+def test_a_ledger_write_whose_answer_was_lost_is_known_as_ours() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(3)])
+    world.store.ghost_conflicts = 3  # the claim, the staging record and an attempt's claim
+    assert world.submit() == "submitted"
+    assert world.run()["status"] == "RUNNING" and world.jobs.creates == 2
 
 
 def test_readme_state_table_is_the_code_s() -> None:
