@@ -10,28 +10,32 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Final
+from collections.abc import Callable, Hashable
+from typing import Any, Final, TypeVar
 
 from shared.config import Settings
 from shared.ports import Ports
 
 CREATE_TIMEOUT_MS: Final = 60_000  # every Vertex call gives up after this (the claim's margin covers it)
+V = TypeVar("V")
 _lock = threading.RLock()
-_genai: dict[tuple[str, str], Any] = {}
-_ports: dict[Settings, Ports] = {}
+_built: dict[Hashable, Any] = {}  # kept for the process's life
+
+
+def _once(key: Hashable, build: Callable[[], V]) -> V:
+    """What ``build`` makes for ``key``, built once per process under the lock."""
+    found: V | None = _built.get(key)
+    if found is None:
+        with _lock:
+            found = _built.get(key)
+            if found is None:
+                found = _built[key] = build()
+    return found
 
 
 def genai_client(location: str, project: str) -> Any:
     """The process's google-genai client for ``location`` (built once)."""
-    key = (location, project)
-    client = _genai.get(key)
-    if client is not None:
-        return client
-    with _lock:
-        client = _genai.get(key)
-        if client is None:
-            client = _genai[key] = _build_genai(location, project)
-        return client
+    return _once(("genai", location, project), lambda: _build_genai(location, project))
 
 
 def _build_genai(location: str, project: str) -> Any:
@@ -75,14 +79,7 @@ def _raw_get(name: str, location: str) -> dict[str, Any]:
 
 def ports(settings: Settings) -> Ports:
     """The adapters for ``settings`` (built once per process; clients are reused across invocations)."""
-    built = _ports.get(settings)
-    if built is not None:
-        return built
-    with _lock:
-        built = _ports.get(settings)
-        if built is None:
-            built = _ports[settings] = _build_ports(settings)
-        return built
+    return _once(("ports", settings), lambda: _build_ports(settings))
 
 
 def _build_ports(settings: Settings) -> Ports:

@@ -35,8 +35,13 @@ class GcsStore:
 
     @contextmanager
     def open(self, uri: str, generation: str | None = None) -> Iterator[BinaryIO]:
-        """Stream one object (of that generation). ``BlobReader`` has no fast readline: read it in blocks."""
-        with translated(f"reading {uri}"), self._blob(uri, generation).open("rb", chunk_size=READ_CHUNK) as reader:
+        """Stream one object (of that generation). ``BlobReader`` has no fast readline: read it in blocks.
+
+        A missing object (or generation) fails here, at open, not at the first read.
+        """
+        blob = self._blob(uri, generation)
+        call(f"reading {uri}", blob.reload)
+        with translated(f"reading {uri}"), blob.open("rb", chunk_size=READ_CHUNK) as reader:
             yield reader
 
     def read(self, uri: str) -> tuple[bytes, int] | None:

@@ -331,6 +331,23 @@ def test_a_rejected_message_s_report_is_written_where_submit_request_may_write(c
     assert storage_client(cloud).bucket("gbp-input").get_blob(f"rejected/{name}.errors.json") is None
 
 
+def test_a_source_replaced_after_its_first_delivery_is_rejected_not_read_anew(cloud: Endpoints) -> None:
+    from shared.services.submit import MESSAGE, Submission
+
+    settings = manual_settings(cloud)
+    name, _ = upload_requests(cloud, "sources/", jsonl([request_line("the first version", "k")]))
+    bucket = storage_client(cloud).bucket("gbp-input")
+    pinned = str(bucket.get_blob(name).generation)
+    bucket.blob(name).upload_from_string(jsonl([request_line("a later version", "k")]))  # replaced meanwhile
+    run_id = f"m{time.time_ns():020x}"[:21]
+    sub = Submission(run_id, f"gs://gbp-input/{name}", pinned, origin=MESSAGE)
+    assert submit(sub, settings, ports(settings), invocation()) == "rejected"
+    report = orjson.loads(
+        storage_client(cloud).bucket("gbp-manual").blob(f"rejected/{run_id}.errors.json").download_as_bytes()
+    )
+    assert "404" in report["error"] and report["generation"] == pinned
+
+
 def test_a_latin_1_file_is_rejected_with_the_line_and_byte_not_a_crash(cloud: Endpoints) -> None:
     latin = b'{"key": "cafe", "request": {"contents": [{"role": "user", "parts": [{"text": "caf\xe9"}]}]}}\n'
     name, run_id = upload_requests(cloud, "runs/", jsonl([request_line("fine", "a")]) + latin)
