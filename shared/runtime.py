@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,8 +32,8 @@ def now() -> datetime:
 
 
 def invocation(settings: Settings) -> Invocation:
-    """This invocation: the real clock, and the deadline its function's timeout sets."""
-    return Invocation.starting(now, settings.function_timeout_seconds)
+    """This invocation: the real clock, the deadline its function's timeout sets, a fresh id."""
+    return Invocation.starting(now, settings.function_timeout_seconds, uuid.uuid4().hex)
 
 
 def event_handler(

@@ -20,6 +20,8 @@ class TransientError(PipelineError):
 class UncertainError(TransientError):
     """Retrying may help, but the request may have taken effect (an answer lost, a timeout, a 5xx)."""
 
+    kept_by: str | None = None  # the claim whose lease now guards against doing it twice
+
 
 class StillRunning(TransientError):
     """A job (a BigQuery load) is not done within the time given to wait for it."""

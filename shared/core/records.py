@@ -234,6 +234,7 @@ class Run(_Record):
     requests: int = 0
     invalid: int = 0
     claimed_at: str = ""  # the lease: real time of the claim (or its last renewal); "" = released
+    holder: str = ""  # the invocation that made (or last renewed) the claim
     updated_at: str = ""
     display_name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -262,6 +263,7 @@ class JobRecord(_Record):
     vertex_state: str = ""
     history: list[dict[str, str]] = field(default_factory=list)
     claimed_at: str = ""
+    holder: str = ""
     submitted_at: str = ""
     finished_at: str = ""  # when batch-finished was (last) published
     stuck: bool = False  # cancelled (or abandoned) by our own deadlines

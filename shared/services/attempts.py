@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from shared.config import Settings
 from shared.core.errors import RefusedError
-from shared.core.failures import job_error
+from shared.core.failures import JOB_GONE, job_error
 from shared.core.ids import PIPELINE_LABELS, job_key, job_labels
 from shared.core.records import JOB_CLAIMED, VERTEX_FINAL, JobRecord, Run
 from shared.ports import Ports, VertexJob
@@ -51,7 +51,7 @@ def observe(record: JobRecord, job: VertexJob, now: datetime) -> bool:
     if changed:
         record.vertex_state = job.state
         record.history.append({"state": job.state, "at": stamp(now)})
-    if job.error is not None and job.state in VERTEX_FINAL:
+    if job.error is not None and (job.state in VERTEX_FINAL or job.state == JOB_GONE):
         record.error = job_error(job.error.status or job.error.code, job.error.message, "vertex")
     return changed
 
@@ -78,10 +78,11 @@ def submit_attempt(
         location=settings.location,
     )
     uri = ledger.job_uri(run.run_id, chunk, attempt)
+    ledger.activate(run.run_id, chunk, attempt, inv.now())  # followed by the poller from before it exists
     record, claim = ledger.claim(JobRecord, uri, inv, create=new, states=frozenset({JOB_CLAIMED}))
     if claim is None:
         return record  # submitted (or further) already
-    ledger.activate(record)  # followed by the poller from the moment it is claimed
+    ledger.activate(run.run_id, chunk, attempt, inv.now())  # again: a marker a lease old with no record is dropped
     fields = {"run_id": run.run_id, "chunk": chunk, "attempt": attempt}
     with claim.released_on_error():
         labels = job_labels(run.run_id, chunk, attempt, run.labels)

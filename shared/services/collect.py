@@ -112,6 +112,7 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
     record = claim.record
     if GIVE_UP in record.loads:  # a holder that died had given it up: that decision stands
         raise PermanentError(record.collect_error or "given up by an earlier collector")
+    record.collect_error = ""  # a give-up that failed before it was recorded does not stand
     if not record.staged:
         _stage_rows(claim, settings, ports)
     load_once(claim, "predictions", "predictions", record.staged["rows"], ports)

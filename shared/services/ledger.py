@@ -39,6 +39,10 @@ def stamp(now: datetime) -> str:
     return now.isoformat(timespec="microseconds")
 
 
+def _marker(now: datetime) -> bytes:
+    return orjson.dumps({"at": stamp(now)})
+
+
 def lease_left(claimed_at: str, now: datetime, seconds: int) -> float:
     """Seconds left of a lease taken at ``claimed_at`` (<= 0: lapsed or released)."""
     if not claimed_at:
@@ -68,15 +72,20 @@ class DeadlineNear(TransientError):
 
 @dataclass(frozen=True)
 class Invocation:
-    """One handler invocation: the real clock and its own deadline (start + FUNCTION_TIMEOUT_SECONDS)."""
+    """One handler invocation: the real clock, its own deadline (start + FUNCTION_TIMEOUT_SECONDS), its id.
+
+    The id names the holder in every claim it makes (a random token, not an idempotency key):
+    two invocations never write the same bytes to a record.
+    """
 
     clock: Callable[[], datetime]
     deadline: datetime
+    id: str
 
     @classmethod
-    def starting(cls, clock: Callable[[], datetime], timeout_seconds: float) -> Invocation:
+    def starting(cls, clock: Callable[[], datetime], timeout_seconds: float, id: str) -> Invocation:
         """An invocation starting now with ``timeout_seconds`` to run."""
-        return cls(clock, clock() + timedelta(seconds=timeout_seconds))
+        return cls(clock, clock() + timedelta(seconds=timeout_seconds), id)
 
     def now(self) -> datetime:
         """The real time (claims are stamped with it, not with the invocation's start)."""
@@ -134,8 +143,8 @@ class Ledger:
         """A conditional write; a 412 on a write that was our own (retried after its answer was lost) is ours.
 
         The storage client retries a conditional upload whose answer was lost; the retry then
-        fails its precondition against our own first write. Records carry their holder's
-        timestamp, so the same bytes can only be ours.
+        fails its precondition against our own first write. Claimed records carry their holder's
+        id, so the same bytes can only be ours.
         """
         try:
             return self.store.write(uri, data, if_generation_match=generation)
@@ -166,36 +175,38 @@ class Ledger:
         """
         now = inv.now()
         if create is not None:
-            create.claimed_at = stamp(now)
+            create.claimed_at, create.holder = stamp(now), inv.id
             try:
                 generation = self.write(uri, orjson.dumps(create.to_json()), 0)
             except ConflictError:
                 pass
             else:
                 return create, Claim(self, create, generation, inv)
-        found = self.store.read(uri)
-        if found is None:
-            if create is not None:
-                raise TransientError(f"{uri} vanished between two reads; retry")
-            raise PermanentError(f"no ledger record at {uri}")
-        record: R = cls.from_json(orjson.loads(found[0]))
-        generation = found[1]
-        if record.status not in states:
-            return record, None
-        if lease_left(record.claimed_at, now, self.lease_seconds) > 0:
-            raise ClaimHeld(f"{uri} is held by another invocation (claimed at {record.claimed_at})")
-        record.claimed_at = stamp(now)
-        try:
-            generation = self.write(uri, orjson.dumps(record.to_json()), generation)
-        except ConflictError as exc:
-            raise ClaimHeld(f"{uri} was taken by another invocation") from exc
-        return record, Claim(self, record, generation, inv)
+        for _ in range(5):  # a write that lost to another one: read again, look again
+            found = self.store.read(uri)
+            if found is None:
+                if create is not None:
+                    raise TransientError(f"{uri} vanished between two reads; retry")
+                raise PermanentError(f"no ledger record at {uri}")
+            record: R = cls.from_json(orjson.loads(found[0]))
+            if record.status not in states:
+                return record, None
+            if lease_left(record.claimed_at, now, self.lease_seconds) > 0:
+                raise ClaimHeld(f"{uri} is held by another invocation (claimed at {record.claimed_at})")
+            record.claimed_at, record.holder = stamp(now), inv.id
+            try:
+                generation = self.write(uri, orjson.dumps(record.to_json()), found[1])
+            except ConflictError:
+                continue  # the poller wrote it, or another invocation claimed it: the next look says which
+            return record, Claim(self, record, generation, inv)
+        raise TransientError(f"{uri} keeps changing under us; retry")
 
     # --- what the poller follows ------------------------------------------------------------
-    def activate(self, record: JobRecord) -> None:
+    # A marker is written before its record exists (and again whenever a record is found held), so
+    # that no record is ever without one: the poller drops a marker whose record never came.
+    def activate(self, run_id: str, chunk: int, attempt: int, now: datetime) -> None:
         """Follow a job attempt (idempotent)."""
-        body = orjson.dumps({"run_id": record.run_id, "chunk": record.chunk, "attempt": record.attempt})
-        self.store.write(f"{self.root}/active/{job_key(record.run_id, record.chunk, record.attempt)}", body)
+        self.store.write(f"{self.root}/active/{job_key(run_id, chunk, attempt)}", _marker(now))
 
     def deactivate(self, record: JobRecord) -> None:
         """Stop following a job attempt."""
@@ -209,9 +220,22 @@ class Ledger:
             followed.append((run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a"))))
         return followed
 
-    def activate_run(self, run_id: str) -> None:
+    def activate_run(self, run_id: str, now: datetime) -> None:
         """Follow a run until it is finished and announced (idempotent)."""
-        self.store.write(f"{self.root}/active-runs/{run_id}", b"{}")
+        self.store.write(f"{self.root}/active-runs/{run_id}", _marker(now))
+
+    def drop_orphan(self, run_id: str, now: datetime, chunk: int = -1, attempt: int = -1) -> bool:
+        """Delete the marker of a record that was never created (a run's, or an attempt's), once a lease old."""
+        name = f"active/{job_key(run_id, chunk, attempt)}" if chunk >= 0 else f"active-runs/{run_id}"
+        uri = f"{self.root}/{name}"
+        found = self.store.read(uri)
+        if found is None:
+            return False
+        at = str(orjson.loads(found[0] or b"{}").get("at") or "")
+        if lease_left(at, now, self.lease_seconds) > 0:
+            return False
+        self.store.delete(uri)
+        return True
 
     def deactivate_run(self, run_id: str) -> None:
         """Stop following a run."""
@@ -287,9 +311,9 @@ class Claim(Generic[R]):
     def released_on_error(self, keep: tuple[type[Exception], ...] = ()) -> Iterator[Claim[R]]:
         """Release the claim when the block fails, so that the next try need not wait for the lease.
 
-        Kept: when this claim was lost (it is not ours any more), when the outcome of a side
-        effect is unknown (UncertainError: only the lease protects against doing it twice), and
-        for the error types in ``keep`` (the caller goes on holding it).
+        Kept: when this claim was lost (it is not ours any more), by the innermost claim around
+        a side effect whose outcome is unknown (UncertainError: only its lease protects against
+        doing it twice), and for the error types in ``keep`` (the caller goes on holding it).
         """
         try:
             yield self
@@ -297,7 +321,13 @@ class Claim(Generic[R]):
             if exc.uri != self.uri:
                 self.release()
             raise
+        except UncertainError as exc:
+            if exc.kept_by is None:
+                exc.kept_by = self.uri
+            elif exc.kept_by != self.uri:
+                self.release()
+            raise
         except Exception as exc:
-            if not isinstance(exc, (UncertainError, *keep)):
+            if not isinstance(exc, keep):
                 self.release()
             raise

@@ -92,6 +92,7 @@ def _follow(
 ) -> None:
     found = ledger.get_job(run_id, chunk, attempt)
     if found is None:
+        ledger.drop_orphan(run_id, inv.now(), chunk, attempt)  # its holder died before creating the record
         return
     record, generation = found
     now = inv.now()
@@ -208,10 +209,11 @@ def _follow_run(
     counts: dict[str, int],
 ) -> None:
     found = ledger.get_run(run_id)
+    now = inv.now()
     if found is None:
+        ledger.drop_orphan(run_id, now)  # its holder died before creating the record
         return
     run, generation = found
-    now = inv.now()
     lapsed = lease_left(run.claimed_at, now, settings.lease_seconds) <= 0
     if run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced):
         ledger.deactivate_run(run_id)
@@ -225,8 +227,12 @@ def _follow_run(
             counts["resumed"] += 1
             log.warning("run submission lapsed: resume sent", extra={"run_id": run_id})
     elif (run.status == RUN_RUNNING and not busy) or run.status == RUN_COMPLETE:
-        latest = latest_attempts(ledger.jobs_of(run_id))
-        if latest and lease_left(run.nudged_at, now, settings.lease_seconds) <= 0:
+        records = ledger.jobs_of(run_id)
+        open_attempts = [r for r in records if r.status not in JOB_TERMINAL]
+        for record in open_attempts:  # a backstop: an attempt nobody follows is followed again
+            ledger.activate(record.run_id, record.chunk, record.attempt, now)
+        latest = latest_attempts(records)
+        if latest and not open_attempts and lease_left(run.nudged_at, now, settings.lease_seconds) <= 0:
             run.nudged_at = stamp(now)
             ledger.put(run, generation)
             ports.bus.publish(settings.batch_finished_topic, finished_message(latest[min(latest)]))

@@ -70,6 +70,7 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
         display_name=sub.display_name,
         labels=dict(sub.labels),
     )
+    ledger.activate_run(sub.run_id, inv.now())  # followed by the poller from before it exists
     try:
         run, claim = ledger.claim(Run, ledger.run_uri(sub.run_id), inv, create=new, states=frozenset({RUN_SUBMITTING}))
     except ClaimHeld:
@@ -78,7 +79,7 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
     if claim is None:
         log.info("duplicate: skipped", extra={"run_id": run.run_id, "status": run.status})
         return "duplicate"
-    ledger.activate_run(run.run_id)
+    ledger.activate_run(run.run_id, inv.now())  # again: a marker a lease old with no record is dropped
     with claim.released_on_error():
         return _submit_claimed(claim, ledger, settings, ports, inv)
 

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import itertools
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,7 +137,7 @@ class CrashOnce:
 
 def invocation(timeout: float = 540) -> Invocation:
     """An invocation of the real clock, as a function's handler starts one."""
-    return Invocation.starting(lambda: datetime.now(UTC), timeout)
+    return Invocation.starting(lambda: datetime.now(UTC), timeout, uuid.uuid4().hex)
 
 
 def drive_until_complete(settings: Settings, p: Ports, run_id: str, cloud: Endpoints, rounds: int = 200) -> None:

@@ -121,6 +121,7 @@ class FakeClock:
     """The real clock of a test: it moves when the test says so."""
 
     now: datetime = field(default_factory=lambda: datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+    invocations: int = 0
 
     def __call__(self) -> datetime:
         return self.now
@@ -129,7 +130,8 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
     def invocation(self, timeout: float = 540) -> Invocation:
-        return Invocation.starting(self, timeout)
+        self.invocations += 1
+        return Invocation.starting(self, timeout, f"inv-{self.invocations}")
 
 
 @dataclass

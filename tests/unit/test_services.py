@@ -178,9 +178,11 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_created_twice() -> None:
     world.jobs.create_faults = ["lost"]
     with pytest.raises(UncertainError):
         world.submit()
-    assert world.submit() == "busy"  # the attempt's claim stands: nobody creates again within its lease
-    world.clock.advance(61)
+    # The redelivery goes on with the run; the attempt's claim stands: nobody creates it within its lease.
     assert world.submit() == "submitted"
+    assert world.job()["status"] == "CLAIMED" and world.poll()["redriven"] == 0
+    world.clock.advance(61)
+    assert world.poll()["redriven"] == 1  # finds the job by its labels: adopted
     assert world.jobs.creates == 1 and world.job()["job_name"] == next(iter(world.jobs.jobs))
 
 
@@ -592,3 +594,53 @@ def test_readme_state_table_is_the_code_s() -> None:
 
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     assert state_table() in readme
+
+
+def test_a_run_whose_marker_was_never_written_is_still_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World([_line("q", "k")])
+    original = Ledger.claim
+    calls = {"n": 0}
+
+    def die_after_claiming(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        found = original(self, *args, **kwargs)
+        if calls["n"] == 1:
+            raise SystemExit("the instance died right after claiming the run")
+        return found
+
+    monkeypatch.setattr(Ledger, "claim", die_after_claiming)
+    with pytest.raises(SystemExit):
+        world.submit()
+    monkeypatch.undo()
+    assert world.submit() == "busy"  # a redelivery within the lease leaves it to the holder (who died)
+    world.clock.advance(61)
+    assert world.poll()["resumed"] == 1  # followed all the same: its marker was written first
+    world.deliver()
+    assert world.run()["status"] == "RUNNING"
+
+
+def test_markers_whose_records_never_came_are_dropped_after_a_lease() -> None:
+    world = World([_line("q", "k")])
+    ledger = Ledger(world.store, "work", SETTINGS.lease_seconds)
+    ledger.activate_run("r9", world.clock())
+    ledger.activate("r9", 0, 1, world.clock())
+    world.poll()
+    assert ledger.active_runs() == ["r9"] and ledger.active() == [("r9", 0, 1)]  # its holder may be creating it
+    world.clock.advance(61)
+    world.poll()
+    assert ledger.active_runs() == [] and ledger.active() == []
+
+
+def test_an_attempt_left_unfollowed_is_followed_again_by_its_run() -> None:
+    world = World([_line("q", "k")])
+    world.jobs.create_faults = ["lost"]
+    with pytest.raises(UncertainError):
+        world.submit()
+    assert world.submit() == "submitted"
+    world.store.delete("gs://work/ledger/active/r1-c0000-a1")  # the marker is lost
+    world.clock.advance(61)
+    world.poll()  # the run, RUNNING with nothing followed, follows its open attempt again
+    assert world.poll()["redriven"] == 1 and world.job()["status"] == "SUBMITTED"
+    world.finish()
+    world.drive()
+    assert world.run()["announced"] is True
