@@ -17,7 +17,6 @@ timeout, so a late holder must find out by itself that it has been replaced.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +29,6 @@ from shared.core.ids import job_key
 from shared.core.records import JobRecord, Run, move
 from shared.ports import ObjectStore
 
-log = logging.getLogger("gbp.ledger")
 R = TypeVar("R", Run, JobRecord)
 
 
