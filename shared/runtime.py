@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -54,14 +55,18 @@ def event_handler(
             ):
                 log.warning("event dropped: too old", extra={**fields, "event_time": sent})
                 return
+            started = time.perf_counter()
             try:
                 result = fn(event)
             except PermanentError as exc:
+                fields["duration_s"] = round(time.perf_counter() - started, 3)
                 log.error("event dropped: permanent error", extra={**fields, "error": str(exc)}, exc_info=True)
                 return
             except Exception:
+                fields["duration_s"] = round(time.perf_counter() - started, 3)
                 log.error("event failed: will be retried", extra=fields, exc_info=True)
                 raise
+            fields["duration_s"] = round(time.perf_counter() - started, 3)
             log.info("event handled", extra={**fields, "result": result})
 
         return handler
