@@ -29,6 +29,7 @@ VARIABLES: Final = {
     "max_bytes_per_job": "MAX_BYTES_PER_JOB",
     "max_line_bytes": "MAX_LINE_BYTES",
     "skip_invalid_lines": "SKIP_INVALID_LINES",
+    "submit_bytes_per_invocation": "SUBMIT_BYTES_PER_INVOCATION",
     "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
     "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
     "cancel_timeout_seconds": "CANCEL_TIMEOUT_SECONDS",
@@ -63,6 +64,9 @@ class Settings:
     max_bytes_per_job: int = 1_000_000_000
     max_line_bytes: int = 10 * 1024 * 1024
     skip_invalid_lines: bool = False
+    # Bytes of a request file one submit invocation reads before it hands on to a fresh one
+    # (a continuation message); the invocation's deadline stops it sooner when reads are slow.
+    submit_bytes_per_invocation: int = 20_000_000_000
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
     cancel_timeout_seconds: int = 3600
@@ -98,6 +102,8 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.max_attempts < 1:
             raise SettingsError("bad settings: MAX_ATTEMPTS must be at least 1")
+        if settings.submit_bytes_per_invocation < 1:
+            raise SettingsError("bad settings: SUBMIT_BYTES_PER_INVOCATION must be positive")
         if settings.lease_seconds < 1 or settings.function_timeout_seconds < 1:
             raise SettingsError("bad settings: LEASE_SECONDS and FUNCTION_TIMEOUT_SECONDS must be positive")
         return settings

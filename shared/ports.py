@@ -13,8 +13,8 @@ from typing import Any, BinaryIO, Protocol
 class ObjectStore(Protocol):
     """GCS-like storage with generations."""
 
-    def open(self, uri: str, generation: str | None = None) -> AbstractContextManager[BinaryIO]:
-        """A streaming reader of one object (of that generation, when given).
+    def open(self, uri: str, generation: str | None = None, start: int = 0) -> AbstractContextManager[BinaryIO]:
+        """A streaming reader of one object (of that generation, when given), from byte ``start`` on.
 
         Read it in blocks (``shared.core.lines.iter_lines``): like GCS's reader, it has no
         fast ``readline``, so iterating it line by line reads one byte per call.

@@ -7,23 +7,25 @@ locals {
     GCP_PROJECT     = var.project_id
     VERTEX_LOCATION = var.region
     # BigQuery jobs are regional: every job create/get/query names the dataset's location.
-    BQ_LOCATION            = google_bigquery_dataset.pipeline.location
-    INPUT_BUCKET           = google_storage_bucket.input.name
-    INPUT_PREFIX           = var.input_prefix
-    WORK_BUCKET            = google_storage_bucket.work.name
-    BQ_DATASET             = google_bigquery_dataset.pipeline.dataset_id
-    BATCH_REQUESTS_TOPIC   = local.topic_names["batch-requests"]
-    BATCH_FINISHED_TOPIC   = local.topic_names["batch-finished"]
-    BATCH_RESULTS_TOPIC    = local.topic_names["batch-results"]
-    MODEL                  = var.model
-    MAX_ATTEMPTS           = tostring(var.max_attempts)
-    MAX_REQUESTS_PER_JOB   = tostring(var.max_requests_per_job)
-    MAX_BYTES_PER_JOB      = "1000000000"
-    MAX_LINE_BYTES         = "10485760"
-    SKIP_INVALID_LINES     = tostring(var.skip_invalid_lines)
-    QUEUE_TIMEOUT_SECONDS  = tostring(var.queue_timeout_seconds)
-    RUN_TIMEOUT_SECONDS    = tostring(var.run_timeout_seconds)
-    CANCEL_TIMEOUT_SECONDS = tostring(var.cancel_timeout_seconds)
+    BQ_LOCATION          = google_bigquery_dataset.pipeline.location
+    INPUT_BUCKET         = google_storage_bucket.input.name
+    INPUT_PREFIX         = var.input_prefix
+    WORK_BUCKET          = google_storage_bucket.work.name
+    BQ_DATASET           = google_bigquery_dataset.pipeline.dataset_id
+    BATCH_REQUESTS_TOPIC = local.topic_names["batch-requests"]
+    BATCH_FINISHED_TOPIC = local.topic_names["batch-finished"]
+    BATCH_RESULTS_TOPIC  = local.topic_names["batch-results"]
+    MODEL                = var.model
+    MAX_ATTEMPTS         = tostring(var.max_attempts)
+    MAX_REQUESTS_PER_JOB = tostring(var.max_requests_per_job)
+    MAX_BYTES_PER_JOB    = "1000000000"
+    MAX_LINE_BYTES       = "10485760"
+    SKIP_INVALID_LINES   = tostring(var.skip_invalid_lines)
+    # What one submit invocation reads of a file before handing on (README: capacity).
+    SUBMIT_BYTES_PER_INVOCATION = tostring(var.submit_bytes_per_invocation)
+    QUEUE_TIMEOUT_SECONDS       = tostring(var.queue_timeout_seconds)
+    RUN_TIMEOUT_SECONDS         = tostring(var.run_timeout_seconds)
+    CANCEL_TIMEOUT_SECONDS      = tostring(var.cancel_timeout_seconds)
     # A claim's lease outlives the longest invocation (540 s) that could still hold it.
     LEASE_SECONDS         = "600"
     MAX_EVENT_AGE_SECONDS = "86400"

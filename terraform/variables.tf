@@ -62,6 +62,16 @@ variable "skip_invalid_lines" {
   default     = false
 }
 
+variable "submit_bytes_per_invocation" {
+  type        = number
+  description = "Bytes of a request file one submit invocation reads before a continuation message hands the rest on (README: capacity)."
+  default     = 20000000000
+  validation {
+    condition     = var.submit_bytes_per_invocation >= 100000000
+    error_message = "submit_bytes_per_invocation must be at least 100 MB."
+  }
+}
+
 variable "poll_schedule" {
   type        = string
   description = "Cloud Scheduler cron of the poll tick."

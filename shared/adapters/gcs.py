@@ -34,14 +34,16 @@ class GcsStore:
         return self.client.bucket(bucket).blob(name, generation=int(generation) if generation else None)
 
     @contextmanager
-    def open(self, uri: str, generation: str | None = None) -> Iterator[BinaryIO]:
-        """Stream one object (of that generation). ``BlobReader`` has no fast readline: read it in blocks.
+    def open(self, uri: str, generation: str | None = None, start: int = 0) -> Iterator[BinaryIO]:
+        """Stream one object (of that generation) from byte ``start``. ``BlobReader`` has no fast readline.
 
         A missing object (or generation) fails here, at open, not at the first read.
         """
         blob = self._blob(uri, generation)
         call(f"reading {uri}", blob.reload)
         with translated(f"reading {uri}"), blob.open("rb", chunk_size=READ_CHUNK) as reader:
+            if start:
+                reader.seek(start)  # the next read asks for the range from there
             yield reader
 
     def read(self, uri: str) -> tuple[bytes, int] | None:

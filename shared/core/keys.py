@@ -7,11 +7,13 @@ position in the file, so the same file always gets the same keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any, Final
 
 import msgspec
+import numpy as np
 import orjson
 
 ASSIGNED_KEY_PREFIX = "line-"
@@ -48,12 +50,14 @@ class KeyedLine:
         key: The request key (user's or assigned).
         assigned: True when the key was assigned by us.
         data: The JSON line (no terminator) with the key in it.
+        offset: Where the line starts in the source file (bytes).
     """
 
     line_number: int
     key: str
     assigned: bool
     data: bytes
+    offset: int = 0
 
 
 def with_key(data: bytes, key: str) -> bytes:
@@ -101,3 +105,74 @@ def assign_chunks(lines: Iterable[KeyedLine], limits: JobLimits) -> Iterator[tup
         count += 1
         size += line_bytes
         yield index, line
+
+
+def key_digest(key: str) -> int:
+    """A stable 64-bit digest of a key (the same in every process, unlike ``hash``)."""
+    return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+# What one key seen earlier is: (line number, was the key assigned).
+Seen = tuple[int, bool]
+
+
+class KeyIndex:
+    """Every key of a file seen so far, in memory bounded by one chunk.
+
+    The keys of the chunk being filled are held exactly; those of sealed chunks only as
+    sorted 64-bit digests with their chunk (12 bytes a key: ~120 MB for 10M keys, not the
+    ~1 GB of a set of strings). A digest that matches is confirmed against the sealed
+    chunk's own keys (``sealed_keys``, read from wherever the caller keeps them), so a
+    digest collision never makes a false duplicate.
+    """
+
+    def __init__(self, sealed_keys: Callable[[int], Iterable[tuple[str, int, bool]]] | None = None) -> None:
+        self.current: dict[str, Seen] = {}
+        self._digests = np.empty(0, dtype=np.uint64)
+        self._chunks = np.empty(0, dtype=np.uint32)
+        self._sealed_keys = sealed_keys
+        self._cached: tuple[int, dict[str, Seen]] | None = None
+
+    def earlier(self, key: str) -> Seen | None:
+        """Where ``key`` was seen before (line, assigned), or None."""
+        seen = self.current.get(key)
+        if seen is not None or not self._digests.size:
+            return seen
+        digest = np.uint64(key_digest(key))
+        at = int(self._digests.searchsorted(digest))
+        while at < self._digests.size and self._digests[at] == digest:
+            seen = self._chunk_keys(int(self._chunks[at])).get(key)
+            if seen is not None:
+                return seen
+            at += 1  # a digest collision: another key of the same digest
+        return None
+
+    def add(self, key: str, line: int, assigned: bool) -> None:
+        """Remember ``key`` as seen on ``line``."""
+        self.current[key] = (line, assigned)
+
+    def seal(self, chunk: int, keep: str | None = None) -> tuple[list[tuple[str, int, bool]], bytes]:
+        """Close the chunk being filled: its keys (to keep) and their digests (little-endian uint64).
+
+        ``keep``: a key seen already that belongs to the next chunk (it stays current).
+        """
+        kept = self.current.pop(keep) if keep is not None and keep in self.current else None
+        entries = [(key, line, assigned) for key, (line, assigned) in self.current.items()]
+        digests = np.fromiter((key_digest(key) for key, _, _ in entries), dtype=np.uint64, count=len(entries))
+        self.add_sealed(chunk, digests)
+        self.current = {} if kept is None or keep is None else {keep: kept}
+        return entries, digests.astype("<u8").tobytes()
+
+    def add_sealed(self, chunk: int, digests: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
+        """Add a sealed chunk's digests (from :meth:`seal`, or read back by a later invocation)."""
+        ordered = np.sort(digests.astype(np.uint64))
+        at = self._digests.searchsorted(ordered)
+        self._digests = np.insert(self._digests, at, ordered)
+        self._chunks = np.insert(self._chunks, at, np.uint32(chunk))
+
+    def _chunk_keys(self, chunk: int) -> dict[str, Seen]:
+        if self._cached is None or self._cached[0] != chunk:
+            if self._sealed_keys is None:
+                raise ValueError("a sealed chunk's keys are needed, and none can be read")
+            self._cached = (chunk, {key: (line, assigned) for key, line, assigned in self._sealed_keys(chunk)})
+        return self._cached[1]

@@ -240,7 +240,10 @@ class Run(_Record):
     labels: dict[str, str] = field(default_factory=dict)
     report_uri: str = ""
     error: str = ""  # why a run was rejected when it is not about lines
-    staged: dict[str, Any] = field(default_factory=dict)  # {"prefix", "counts"} once chunks are staged
+    options: dict[str, Any] = field(default_factory=dict)  # staging settings, frozen when the run is created
+    # The checkpoint of staging (submit.py): chunk files and counts, where the next chunk starts
+    # (offset, line), the validation summary so far, invalid-line segments, "done".
+    staged: dict[str, Any] = field(default_factory=dict)
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)  # load name -> its load job (see loads.py)
     announced: bool = False
     resume_sent_at: str = ""  # the poller's last resume message

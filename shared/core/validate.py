@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, Final
 import msgspec
 import orjson
 
-from shared.core.keys import JobLimits, KeyedLine, assigned_key, key_member, with_key
+from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key, key_member, with_key
 from shared.core.lines import Oversize, iter_lines, utf8_error
 
 DEFAULT_MAX_LINE_BYTES: Final = 10 * 1024 * 1024
@@ -81,13 +81,14 @@ class ScannedLine:
     key: str | None
     assigned: bool
     issue: LineIssue | None
+    offset: int = 0  # where the line starts in the file (bytes)
 
     def keyed(self) -> KeyedLine:
         """The line as it goes to Vertex, with its key (only for valid lines)."""
         if self.issue is not None or self.key is None:
             raise ValueError(f"line {self.line_number} is not valid")
         data = with_key(self.data, self.key) if self.assigned else self.data
-        return KeyedLine(self.line_number, self.key, self.assigned, data)
+        return KeyedLine(self.line_number, self.key, self.assigned, data, self.offset)
 
 
 @dataclass(slots=True)
@@ -120,6 +121,31 @@ class ValidationSummary:
     bytes: int = 0
     max_requests: int = JobLimits().max_requests
     max_bytes: int = JobLimits().max_bytes
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything counted so far, to go on from (see :meth:`restore`)."""
+        data = self.as_dict()
+        data["examples"] = {r: [[i.line, i.detail] for i in issues] for r, issues in self.examples.items()}
+        return data
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> ValidationSummary:
+        """A summary that goes on from a :meth:`checkpoint`."""
+        keys, limits = data["keys"], data["job_limits"]
+        return cls(
+            lines=data["lines"],
+            blank=data["blank"],
+            valid=data["valid"],
+            invalid=data["invalid"],
+            invalid_by_reason=dict(data["invalid_by_reason"]),
+            examples={r: [LineIssue(line, r, detail) for line, detail in e] for r, e in data["examples"].items()},
+            keys_present=keys["present"],
+            keys_missing=keys["missing"],
+            keys_duplicated=keys["duplicated"],
+            bytes=data["bytes"],
+            max_requests=limits["max_requests"],
+            max_bytes=limits["max_bytes"],
+        )
 
     @property
     def ok(self) -> bool:
@@ -251,29 +277,81 @@ def _fast_ok(line: _Line) -> bool:
 _astuple: Final = msgspec.structs.astuple
 
 
-def scan(stream: BinaryIO, options: ValidationOptions, summary: ValidationSummary) -> Iterator[ScannedLine]:
+class Marks:
+    """Where a scan stands right before the valid line it yielded last (what a checkpoint records)."""
+
+    __slots__ = ("before",)
+
+    def __init__(self) -> None:
+        self.before: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)
+
+    def checkpoint(self, summary: ValidationSummary) -> dict[str, Any]:
+        """``summary`` as it stood right before that line (its invalid lines are all above it).
+
+        The scan adds its line counters to the summary only at its end; these are them.
+        """
+        lines, blank, valid, present, assigned, duplicated, size = self.before
+        data = summary.checkpoint()
+        data.update(
+            lines=summary.lines + lines,
+            blank=summary.blank + blank,
+            valid=summary.valid + valid,
+            bytes=summary.bytes + size,
+            keys={
+                "present": summary.keys_present + present,
+                "missing": summary.keys_missing + assigned,
+                "duplicated": summary.keys_duplicated + duplicated,
+            },
+        )
+        return data
+
+
+def scan(
+    stream: BinaryIO,
+    options: ValidationOptions,
+    summary: ValidationSummary,
+    *,
+    keys: KeyIndex | None = None,
+    start: tuple[int, int] = (0, 0),
+    marks: Marks | None = None,
+) -> Iterator[ScannedLine]:
     """Check every line of a request JSONL stream, yielding one result per non-blank line.
 
     Keys are checked across the file: a repeated user key is ``duplicate_key``; a
     line without a key whose assigned key is already taken (or a user key equal to an
     earlier assigned one) is ``key_collision``. ``summary`` is filled in as lines go by,
     so it is complete once the iterator is exhausted (or closed).
+
+    To go on with a file from a checkpoint: ``stream`` starts at byte ``start[0]``, which is
+    where line ``start[1] + 1`` begins; ``summary`` and ``keys`` hold what came before.
+    ``marks``, when given, holds where the scan stood before each valid line it yields.
     """
-    return _scan(stream, options, summary, yield_valid=True)
+    return _scan(stream, options, summary, yield_valid=True, keys=keys, start=start, marks=marks)
 
 
 def _scan(
-    stream: BinaryIO, options: ValidationOptions, summary: ValidationSummary, *, yield_valid: bool
+    stream: BinaryIO,
+    options: ValidationOptions,
+    summary: ValidationSummary,
+    *,
+    yield_valid: bool,
+    keys: KeyIndex | None = None,
+    start: tuple[int, int] = (0, 0),
+    marks: Marks | None = None,
 ) -> Iterator[ScannedLine]:
-    seen: dict[str, bool] = {}  # key -> was it assigned
+    index = keys if keys is not None else KeyIndex()
+    earlier, remember = index.earlier, index.add
+    first_offset, first_line = start
     max_line = options.max_line_bytes
     # msgspec raises UnicodeDecodeError for bad bytes in a string it decodes.
     decode, fast_errors = _LINE_DECODER.decode, (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
     # Counters live in locals (this loop runs once per request) and land in the summary at the end.
-    number = blank = valid = present = assigned_count = duplicated = size_total = 0
+    number, blank = first_line, 0
+    valid = present = assigned_count = duplicated = size_total = 0
     try:
         for data in iter_lines(stream, max_line):
             number += 1
+            offset = first_offset + size_total
             if isinstance(data, Oversize):
                 size_total += data.size + 1
                 too_long = (LINE_TOO_LONG, f"line is {data.size} bytes; the cap is {max_line}")
@@ -316,23 +394,35 @@ def _scan(
                     )
                     continue
             issue = None if passed else _check_request(obj)
-            if issue is None and key in seen:
-                if not assigned and not seen[key]:
-                    duplicated += 1
-                    issue = DUPLICATE_KEY, f"key {key!r} is used by an earlier line"
-                else:
-                    issue = KEY_COLLISION, f"key {key!r} is both a user key and an assigned one"
+            if issue is None:
+                seen = earlier(key)
+                if seen is not None:
+                    if not assigned and not seen[1]:
+                        duplicated += 1
+                        issue = DUPLICATE_KEY, f"key {key!r} is used by line {seen[0]}"
+                    else:
+                        issue = KEY_COLLISION, f"key {key!r} (line {seen[0]}) is both a user key and an assigned one"
             if issue is not None:
                 yield _reject(summary, options, number, data, key, issue)
                 continue
-            seen[key] = assigned
+            remember(key, number, assigned)
             valid += 1
             if assigned:
                 assigned_count += 1
+            if marks is not None:
+                marks.before = (
+                    number - 1 - first_line,
+                    blank,
+                    valid - 1,
+                    present - (not assigned),
+                    assigned_count - assigned,
+                    duplicated,
+                    offset - first_offset,
+                )
             if yield_valid:
-                yield ScannedLine(number, data, key, assigned, None)
+                yield ScannedLine(number, data, key, assigned, None, offset)
     finally:
-        summary.lines += number
+        summary.lines += number - first_line
         summary.blank += blank
         summary.valid += valid
         summary.keys_present += present

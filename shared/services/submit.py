@@ -9,25 +9,26 @@ redelivery or the poller's resume message goes on from what the ledger records.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
+import numpy as np
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import PermanentError
+from shared.core.errors import PermanentError, TransientError
 from shared.core.ids import job_key
-from shared.core.keys import JobLimits, KeyedLine, assign_chunks, assigned_key
+from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
 from shared.core.lines import iter_lines
 from shared.core.messages import check_model, check_source
 from shared.core.normalize import FAILED, RowContext, missing_row
 from shared.core.records import RUN_SUBMITTING, Run
-from shared.core.validate import ValidationOptions, ValidationSummary, scan
+from shared.core.validate import Marks, ScannedLine, ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
-from shared.services.attempts import submit_attempt
+from shared.services.attempts import CREATE_NEEDS, submit_attempt
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_entry, load_once
 from shared.services.runs import complete_run, release_work_files
@@ -37,6 +38,17 @@ INVALID_REQUEST: Final = "INVALID_REQUEST"
 UPLOAD: Final = "upload"
 MESSAGE: Final = "message"
 KEEP_ALIVE_LINES: Final = 20_000
+# Settings a run is staged with, frozen when it is created: every invocation that goes on with it
+# (submit_batch, submit_request, after a redeploy) splits and checks it the same way.
+STAGING_SETTINGS: Final = (
+    "max_requests_per_job",
+    "max_bytes_per_job",
+    "max_line_bytes",
+    "skip_invalid_lines",
+    "submit_bytes_per_invocation",
+)
+# Seconds kept back when staging: closing a chunk, writing its keys, creating its job, handing on.
+SEGMENT_RESERVE: Final = CREATE_NEEDS + 60.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
         updated_at=stamp(inv.now()),
         display_name=sub.display_name,
         labels=dict(sub.labels),
+        options={name: getattr(settings, name) for name in STAGING_SETTINGS},
     )
     ledger.activate_run(sub.run_id, inv.now())  # followed by the poller from before it exists
     try:
@@ -99,27 +112,21 @@ def resume(run_id: str, settings: Settings, ports: Ports, inv: Invocation) -> st
 
 def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> str:
     run = claim.record
-    if not run.staged:
-        # This holder's files go under a prefix of its own (its claim's generation): a holder that
-        # was replaced can never overwrite what its successor staged.
-        prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
-        with ExitStack() as stack:
-            try:
-                source = _Source(run, prefix, ports).open(stack)
-            except PermanentError as exc:  # the source cannot be read: nothing will change that by retrying
-                return _reject(claim, ledger, settings, ports, None, str(exc))
-            summary = _stage(claim, settings, ports, source, prefix)
+    settings = dataclasses.replace(settings, **{k: v for k, v in run.options.items() if k in STAGING_SETTINGS})
+    if not run.staged.get("done"):
+        try:
+            summary = _stage(claim, ledger, settings, ports, inv)
+        except SourceUnreadable as exc:  # nothing will change that by retrying
+            return _reject(claim, ledger, settings, ports, None, str(exc))
+        if summary is None:
+            return _continue(claim, settings, ports)
         if (summary.invalid and not settings.skip_invalid_lines) or summary.valid == 0:
             return _reject(claim, ledger, settings, ports, summary, "")
     if run.invalid:
         _load_invalid_rows(claim, settings, ports)
-    prefix = run.staged["prefix"]
-    for chunk, count in enumerate(run.staged["counts"]):
-        input_uri = f"{prefix}/{job_key(run.run_id, chunk, 1)}.jsonl"
-        try:
-            submit_attempt(ledger, settings, ports, inv, run, chunk, 1, input_uri, count)
-        except ClaimHeld:  # claimed already (by the poller's redrive): it exists, and is followed
-            log.info("job attempt held by another invocation", extra={"run_id": run.run_id, "chunk": chunk})
+    files, counts = run.staged["files"], run.staged["counts"]
+    for chunk in range(run.staged.get("submitted", 0), len(files)):  # those not created while staging
+        _submit_chunk(ledger, settings, ports, inv, run, chunk, files[chunk], counts[chunk])
         claim.keep_alive()
     claim.move("start")
     log.info(
@@ -130,71 +137,204 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     return "submitted"
 
 
+def _submit_chunk(
+    ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, run: Run, chunk: int, uri: str, count: int
+) -> None:
+    try:
+        submit_attempt(ledger, settings, ports, inv, run, chunk, 1, uri, count)
+    except ClaimHeld:  # claimed already (by the poller's redrive): it exists, and is followed
+        log.info("job attempt held by another invocation", extra={"run_id": run.run_id, "chunk": chunk})
+
+
+def _continue(claim: Claim[Run], settings: Settings, ports: Ports) -> str:
+    """Hand the rest of the file on to a fresh invocation: the checkpoint is saved, the claim released."""
+    run = claim.record
+    run.claimed_at, run.resume_sent_at = "", stamp(claim.inv.now())  # the poller need not send one too
+    claim.save()
+    ports.bus.publish(settings.batch_requests_topic, {"resume": run.run_id}, run_id=run.run_id)
+    staged = run.staged
+    log.info(
+        "submission continued",
+        extra={"run_id": run.run_id, "line": staged["line"], "offset": staged["offset"], "jobs": len(staged["files"])},
+    )
+    return "continued"
+
+
+class SourceUnreadable(PermanentError):
+    """The run's source cannot be read (gone, replaced, refused)."""
+
+
 class _Source:
-    """The requests as a binary stream, whatever the source."""
+    """The requests as a binary stream from a checkpoint on, whatever the source."""
 
-    def __init__(self, run: Run, prefix: str, ports: Ports) -> None:
-        self.run, self.prefix, self.ports = run, prefix, ports
+    def __init__(self, claim: Claim[Run], prefix: str, ports: Ports) -> None:
+        self.claim, self.prefix, self.ports = claim, prefix, ports
 
-    def open(self, stack: ExitStack) -> BinaryIO:
-        source = self.run.source
-        if source.startswith("gs://"):
-            if not self.run.generation:
-                raise PermanentError(f"{source} does not exist")
-            return stack.enter_context(self.ports.store.open(source, self.run.generation))
-        # A bq:// table is exported once, under this holder's own staging prefix: its row order
-        # is not stable between reads, and keyless rows get keys from their line numbers.
-        uri = f"{self.prefix}/source.jsonl"
-        with self.ports.store.writer(uri) as out:
-            for line in self.ports.warehouse.request_lines(source):
-                out.write(line + b"\n")
-        return stack.enter_context(self.ports.store.open(uri))
+    def open(self, stack: ExitStack, start: int) -> BinaryIO:
+        run, staged = self.claim.record, self.claim.record.staged
+        try:
+            if run.source.startswith("gs://"):
+                if not run.generation:
+                    raise PermanentError(f"{run.source} does not exist")
+                return stack.enter_context(self.ports.store.open(run.source, run.generation, start))
+            if not staged["source"]:
+                # A bq:// table is exported once, under this holder's own staging prefix, and
+                # recorded: its row order is not stable between reads, and keyless rows get keys
+                # from their line numbers.
+                uri = f"{self.prefix}/source.jsonl"
+                with self.ports.store.writer(uri) as out:
+                    for line in self.ports.warehouse.request_lines(run.source):
+                        out.write(line + b"\n")
+                staged["source"] = uri
+                self.claim.save()
+            return stack.enter_context(self.ports.store.open(staged["source"], None, start))
+        except PermanentError as exc:
+            raise SourceUnreadable(str(exc)) from exc
 
 
-def _stage(claim: Claim[Run], settings: Settings, ports: Ports, source: BinaryIO, prefix: str) -> ValidationSummary:
-    """One pass: validate every line and write the valid ones, keyed, into job-sized chunks under ``prefix``.
+def _stage(
+    claim: Claim[Run], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation
+) -> ValidationSummary | None:
+    """Validate and stage the file from its checkpoint on; the summary once the whole file is done.
 
-    The prefix is recorded with the chunk counts in one conditional write.
+    Every valid line is written, keyed, into job-sized chunks under this holder's own
+    prefix. Each closed chunk is recorded with the checkpoint (the byte offset and line where
+    the next chunk starts, the counts so far) in one conditional write, with its keys beside
+    it for the duplicate check of later chunks. With SKIP_INVALID_LINES nothing can reject the
+    run any more, so a chunk's job is created as soon as it is recorded; without it, only once
+    the whole file is known to be valid (nothing is paid for a file that will be rejected).
+
+    Returns None when this invocation has read its share (SUBMIT_BYTES_PER_INVOCATION, or its
+    time) and a continuation should go on from the checkpoint.
     """
     run = claim.record
+    staged = run.staged
+    if not staged:
+        staged.update(files=[], counts=[], invalid=[], offset=0, line=0, summary=None, source="", done=False)
     limits = JobLimits(settings.max_requests_per_job, settings.max_bytes_per_job)
     options = ValidationOptions(limits=limits, max_line_bytes=settings.max_line_bytes, max_examples=100)
-    summary = ValidationSummary(max_requests=limits.max_requests, max_bytes=limits.max_bytes)
-    counts: list[int] = []
+    if staged["summary"]:
+        summary = ValidationSummary.restore(staged["summary"])
+    else:
+        summary = ValidationSummary(max_requests=limits.max_requests, max_bytes=limits.max_bytes)
+    keys = KeyIndex(lambda chunk: _read_keys(ports, staged["files"][chunk]))
+    for chunk, uri in enumerate(staged["files"]):
+        keys.add_sealed(chunk, _read_digests(ports, uri))
+    # This holder's files go under a prefix of its own (its claim's generation): a holder that
+    # was replaced can never overwrite what its successor staged.
+    prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
+    stage = _Chunks(claim, ports, prefix, keys)
+    budget_end = staged["offset"] + settings.submit_bytes_per_invocation
+    early = settings.skip_invalid_lines
+
+    def recorded(chunk: int | None) -> None:
+        if chunk is not None and early:
+            _submit_chunk(ledger, settings, ports, inv, run, chunk, staged["files"][chunk], stage.last)
+            staged["submitted"] = chunk + 1  # saved with the next checkpoint (a repeat finds the job)
+
+    out_of_time = False
+    marks = Marks()
     with ExitStack() as stack:
-        lines = scan(source, options, summary)
-        skipped = f"{prefix}/invalid.jsonl"
-        invalid_out = stack.enter_context(ports.store.writer(skipped)) if settings.skip_invalid_lines else None
-
-        def valid_lines() -> Iterator[KeyedLine]:
-            for line in lines:
-                if line.line_number % KEEP_ALIVE_LINES == 0:
-                    claim.keep_alive()
-                if line.issue is None:
-                    yield line.keyed()
-                elif invalid_out is not None:
-                    issue = line.issue
-                    kept = {"line": line.line_number, "key": line.key, "reason": issue.reason, "detail": issue.detail}
-                    invalid_out.write(orjson.dumps(kept) + b"\n")
-
-        out: BinaryIO | None = None
-        current = -1
-        with ExitStack() as chunk_files:
-            for index, keyed in assign_chunks(valid_lines(), limits):
-                if index != current:
-                    chunk_files.close()
-                    uri = f"{prefix}/{job_key(run.run_id, index, 1)}.jsonl"
-                    out = chunk_files.enter_context(ports.store.writer(uri))
-                    counts.append(0)
-                    current = index
-                assert out is not None
-                out.write(keyed.data + b"\n")
-                counts[index] += 1
-    if summary.valid and (settings.skip_invalid_lines or not summary.invalid):
-        run.staged = {"prefix": prefix, "counts": counts}
-        run.chunks, run.requests, run.invalid = len(counts), summary.valid, summary.invalid
-        claim.save()
+        stack.enter_context(stage.files)  # a failure cancels the open writers: no half-written chunk
+        source = _Source(claim, prefix, ports).open(stack, staged["offset"])
+        start = (staged["offset"], staged["line"])
+        for scanned in scan(source, options, summary, keys=keys, start=start, marks=marks):
+            if scanned.issue is not None:
+                if early:
+                    stage.invalid(scanned)
+                continue
+            line = scanned.keyed()
+            size = len(line.data) + 1
+            full = stage.count >= limits.max_requests or stage.size + size > limits.max_bytes
+            stop = out_of_time or line.offset >= budget_end
+            if (stage.count and full) or stop:
+                recorded(stage.close(line, marks.checkpoint(summary)))
+                if stop or inv.time_left() < SEGMENT_RESERVE:
+                    return None  # a continuation goes on from right before ``line``
+            stage.add(line, size)
+            if line.line_number % KEEP_ALIVE_LINES == 0:
+                claim.keep_alive()
+                out_of_time = inv.time_left() < SEGMENT_RESERVE
+        # The whole file is read: the scan has added its counts to the summary.
+        recorded(stage.close(None, summary.checkpoint()))
+    staged["done"] = True
+    run.chunks, run.requests, run.invalid = len(staged["files"]), summary.valid, summary.invalid
+    claim.save()
     return summary
+
+
+class _Chunks:
+    """The chunk being filled (and the invalid lines since the last checkpoint) of one holder."""
+
+    def __init__(self, claim: Claim[Run], ports: Ports, prefix: str, keys: KeyIndex) -> None:
+        self.claim, self.ports, self.prefix, self.keys = claim, ports, prefix, keys
+        self.files = ExitStack()
+        self.out: BinaryIO | None = None
+        self.invalid_out: BinaryIO | None = None
+        self.count = self.size = self.last = 0
+
+    @property
+    def chunk(self) -> int:
+        return len(self.claim.record.staged["files"])
+
+    def _uri(self, suffix: str) -> str:
+        return f"{self.prefix}/{job_key(self.claim.record.run_id, self.chunk, 1)}{suffix}"
+
+    def add(self, line: KeyedLine, size: int) -> None:
+        if self.out is None:
+            self.out = self.files.enter_context(self.ports.store.writer(self._uri(".jsonl")))
+        self.out.write(line.data + b"\n")
+        self.count += 1
+        self.size += size
+
+    def invalid(self, line: ScannedLine) -> None:
+        if self.invalid_out is None:
+            self.invalid_out = self.files.enter_context(self.ports.store.writer(self._uri(".invalid.jsonl")))
+        issue = line.issue
+        assert issue is not None
+        kept = {"line": line.line_number, "key": line.key, "reason": issue.reason, "detail": issue.detail}
+        self.invalid_out.write(orjson.dumps(kept) + b"\n")
+
+    def close(self, before: KeyedLine | None, summary: dict[str, Any]) -> int | None:
+        """Close the files, and record them with the checkpoint (before ``before``, or the end).
+
+        Returns the chunk recorded, if one was. ``before`` was scanned already: its key is
+        kept for the next chunk, not sealed with this one.
+        """
+        chunk, staged = self.chunk, self.claim.record.staged
+        self.files.close()  # the objects appear whole now
+        if self.invalid_out is not None:
+            staged["invalid"].append(self._uri(".invalid.jsonl"))
+        recorded = None
+        if self.count:
+            entries, digests = self.keys.seal(chunk, keep=before.key if before is not None else None)
+            self.ports.store.write(self._uri(".keys.json"), orjson.dumps(entries))
+            self.ports.store.write(self._uri(".digests"), digests)
+            staged["files"].append(self._uri(".jsonl"))
+            staged["counts"].append(self.count)
+            recorded = chunk
+        if before is not None:
+            staged.update(offset=before.offset, line=before.line_number - 1)
+        staged["summary"] = summary
+        self.claim.save()  # LostClaim when another holder took over: its own files are the ones recorded
+        self.claim.keep_alive()
+        self.last, self.count, self.size = self.count, 0, 0
+        self.out = self.invalid_out = None
+        return recorded
+
+
+def _read_keys(ports: Ports, chunk_uri: str) -> list[tuple[str, int, bool]]:
+    found = ports.store.read(chunk_uri.removesuffix(".jsonl") + ".keys.json")
+    if found is None:
+        raise TransientError(f"the keys of {chunk_uri} are missing")
+    return [(key, line, assigned) for key, line, assigned in orjson.loads(found[0])]
+
+
+def _read_digests(ports: Ports, chunk_uri: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    found = ports.store.read(chunk_uri.removesuffix(".jsonl") + ".digests")
+    if found is None:
+        raise TransientError(f"the key digests of {chunk_uri} are missing")
+    return np.frombuffer(found[0], dtype="<u8").astype(np.uint64)
 
 
 def _reject(
@@ -254,18 +394,18 @@ def _load_invalid_rows(claim: Claim[Run], settings: Settings, ports: Ports) -> N
     rows_uri = f"gs://{settings.work_bucket}/rows/{run.run_id}/invalid.g{claim.generation}.ndjson"
     if entry is None:
         context = RowContext(run.run_id, None, run.source, 1, stamp(claim.inv.now()))
-        with (
-            ports.store.open(f"{run.staged['prefix']}/invalid.jsonl") as stream,
-            ports.store.writer(rows_uri) as out,
-        ):
-            for raw in iter_lines(stream, settings.max_line_bytes):
-                if not isinstance(raw, bytes) or not raw.strip():
-                    continue
-                issue: dict[str, Any] = orjson.loads(raw)
-                row = missing_row(issue["key"] or assigned_key(issue["line"]), context)
-                message = f"line {issue['line']}: {issue['reason']}: {issue['detail']}"
-                row.update(outcome=FAILED, error_status=INVALID_REQUEST, error_message=message, retryable=False)
-                out.write(orjson.dumps({k: v for k, v in row.items() if v is not None}) + b"\n")
+        with ports.store.writer(rows_uri) as out:
+            for segment in run.staged["invalid"]:
+                claim.keep_alive()
+                with ports.store.open(segment) as stream:
+                    for raw in iter_lines(stream, settings.max_line_bytes):
+                        if not isinstance(raw, bytes) or not raw.strip():
+                            continue
+                        issue: dict[str, Any] = orjson.loads(raw)
+                        row = missing_row(issue["key"] or assigned_key(issue["line"]), context)
+                        message = f"line {issue['line']}: {issue['reason']}: {issue['detail']}"
+                        row.update(outcome=FAILED, error_status=INVALID_REQUEST, error_message=message, retryable=False)
+                        out.write(orjson.dumps({k: v for k, v in row.items() if v is not None}) + b"\n")
     try:
         load_once(claim, "invalid", "predictions", rows_uri, ports)
     except PermanentError:

@@ -65,13 +65,13 @@ class MemoryStore:
         self.ghost_conflicts = 0
 
     @contextmanager
-    def open(self, uri: str, generation: str | None = None) -> Iterator[BinaryIO]:
+    def open(self, uri: str, generation: str | None = None, start: int = 0) -> Iterator[BinaryIO]:
         if uri not in self.objects:
             raise RefusedError(f"reading {uri}: 404 not found", 404, "NOT_FOUND")
         data, current = self.objects[uri]
         if generation is not None and int(generation) != current:
             raise RefusedError(f"reading {uri}#{generation}: 404 not found", 404, "NOT_FOUND")
-        yield BlobLikeReader(data, self.reads)  # type: ignore[misc]
+        yield BlobLikeReader(data[start:], self.reads)  # type: ignore[misc]
 
     def small_reads(self) -> int:
         """Reads that asked for fewer than SMALL_READ bytes (one per byte when a stream is iterated)."""
