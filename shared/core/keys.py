@@ -13,7 +13,6 @@ from hashlib import blake2b
 from typing import Any, Final
 
 import msgspec
-import numpy as np
 import orjson
 
 ASSIGNED_KEY_PREFIX = "line-"
@@ -112,67 +111,81 @@ def key_digest(key: str) -> int:
     return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-# What one key seen earlier is: (line number, was the key assigned).
-Seen = tuple[int, bool]
-
-
 class KeyIndex:
     """Every key of a file seen so far, in memory bounded by one chunk.
 
-    The keys of the chunk being filled are held exactly; those of sealed chunks only as
-    sorted 64-bit digests with their chunk (12 bytes a key: ~120 MB for 10M keys, not the
-    ~1 GB of a set of strings). A digest that matches is confirmed against the sealed
-    chunk's own keys (``sealed_keys``, read from wherever the caller keeps them), so a
-    digest collision never makes a false duplicate.
+    The keys of the chunk being filled are held exactly (``current``: key -> ``line * 2 +
+    assigned``, read and written directly by the validator's hot loop); those of sealed
+    chunks only as sorted 64-bit digests with their chunk (12 bytes a key: ~120 MB for 10M
+    keys, not the ~1 GB of a set of strings). A digest that matches is confirmed against the
+    sealed chunk's own keys (``sealed_keys``, read from wherever the caller keeps them), so
+    a digest collision never makes a false duplicate.
     """
 
     def __init__(self, sealed_keys: Callable[[int], Iterable[tuple[str, int, bool]]] | None = None) -> None:
-        self.current: dict[str, Seen] = {}
-        self._digests = np.empty(0, dtype=np.uint64)
-        self._chunks = np.empty(0, dtype=np.uint32)
+        self.current: dict[str, int] = {}  # cleared in place when sealed: callers may hold it
+        self.sealed = 0  # keys in sealed chunks
+        self._digests: Any = None  # numpy arrays (imported when a chunk is first sealed)
+        self._chunks: Any = None
         self._sealed_keys = sealed_keys
-        self._cached: tuple[int, dict[str, Seen]] | None = None
+        self._cached: tuple[int, dict[str, int]] | None = None
 
-    def earlier(self, key: str) -> Seen | None:
+    def earlier(self, key: str) -> tuple[int, bool] | None:
         """Where ``key`` was seen before (line, assigned), or None."""
-        seen = self.current.get(key)
-        if seen is not None or not self._digests.size:
-            return seen
-        digest = np.uint64(key_digest(key))
-        at = int(self._digests.searchsorted(digest))
-        while at < self._digests.size and self._digests[at] == digest:
-            seen = self._chunk_keys(int(self._chunks[at])).get(key)
-            if seen is not None:
-                return seen
-            at += 1  # a digest collision: another key of the same digest
-        return None
+        code = self.current.get(key)
+        if code is None and self.sealed:
+            code = self.in_sealed(key)
+        return None if code is None else (code >> 1, bool(code & 1))
 
     def add(self, key: str, line: int, assigned: bool) -> None:
         """Remember ``key`` as seen on ``line``."""
-        self.current[key] = (line, assigned)
+        self.current[key] = line * 2 + assigned
+
+    def in_sealed(self, key: str) -> int | None:
+        """``line * 2 + assigned`` of ``key`` in a sealed chunk, or None."""
+        import numpy as np
+
+        digest = np.uint64(key_digest(key))
+        at = int(self._digests.searchsorted(digest))
+        while at < self._digests.size and self._digests[at] == digest:
+            code = self._chunk_keys(int(self._chunks[at])).get(key)
+            if code is not None:
+                return code
+            at += 1  # a digest collision: another key of the same digest
+        return None
 
     def seal(self, chunk: int, keep: str | None = None) -> tuple[list[tuple[str, int, bool]], bytes]:
         """Close the chunk being filled: its keys (to keep) and their digests (little-endian uint64).
 
         ``keep``: a key seen already that belongs to the next chunk (it stays current).
         """
-        kept = self.current.pop(keep) if keep is not None and keep in self.current else None
-        entries = [(key, line, assigned) for key, (line, assigned) in self.current.items()]
+        import numpy as np
+
+        kept = self.current.pop(keep, None) if keep is not None else None
+        entries = [(key, code >> 1, bool(code & 1)) for key, code in self.current.items()]
         digests = np.fromiter((key_digest(key) for key, _, _ in entries), dtype=np.uint64, count=len(entries))
         self.add_sealed(chunk, digests)
-        self.current = {} if kept is None or keep is None else {keep: kept}
+        self.current.clear()
+        if keep is not None and kept is not None:
+            self.current[keep] = kept
         return entries, digests.astype("<u8").tobytes()
 
-    def add_sealed(self, chunk: int, digests: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
-        """Add a sealed chunk's digests (from :meth:`seal`, or read back by a later invocation)."""
-        ordered = np.sort(digests.astype(np.uint64))
+    def add_sealed(self, chunk: int, digests: Any) -> None:
+        """Add a sealed chunk's digests (a numpy array from :meth:`seal`, or read back by a later invocation)."""
+        import numpy as np
+
+        ordered = np.sort(np.asarray(digests, dtype=np.uint64))
+        if self._digests is None:
+            self._digests, self._chunks = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint32)
         at = self._digests.searchsorted(ordered)
         self._digests = np.insert(self._digests, at, ordered)
         self._chunks = np.insert(self._chunks, at, np.uint32(chunk))
+        self.sealed += ordered.size
 
-    def _chunk_keys(self, chunk: int) -> dict[str, Seen]:
+    def _chunk_keys(self, chunk: int) -> dict[str, int]:
         if self._cached is None or self._cached[0] != chunk:
             if self._sealed_keys is None:
                 raise ValueError("a sealed chunk's keys are needed, and none can be read")
-            self._cached = (chunk, {key: (line, assigned) for key, line, assigned in self._sealed_keys(chunk)})
+            entries = self._sealed_keys(chunk)
+            self._cached = (chunk, {key: line * 2 + assigned for key, line, assigned in entries})
         return self._cached[1]

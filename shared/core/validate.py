@@ -340,7 +340,7 @@ def _scan(
     marks: Marks | None = None,
 ) -> Iterator[ScannedLine]:
     index = keys if keys is not None else KeyIndex()
-    earlier, remember = index.earlier, index.add
+    current, in_sealed = index.current, index.in_sealed  # the key -> line * 2 + assigned of this chunk
     first_offset, first_line = start
     max_line = options.max_line_bytes
     # msgspec raises UnicodeDecodeError for bad bytes in a string it decodes.
@@ -351,7 +351,6 @@ def _scan(
     try:
         for data in iter_lines(stream, max_line):
             number += 1
-            offset = first_offset + size_total
             if isinstance(data, Oversize):
                 size_total += data.size + 1
                 too_long = (LINE_TOO_LONG, f"line is {data.size} bytes; the cap is {max_line}")
@@ -395,20 +394,23 @@ def _scan(
                     continue
             issue = None if passed else _check_request(obj)
             if issue is None:
-                seen = earlier(key)
+                seen = current.get(key)
+                if seen is None and index.sealed:
+                    seen = in_sealed(key)
                 if seen is not None:
-                    if not assigned and not seen[1]:
+                    if not assigned and not seen & 1:
                         duplicated += 1
-                        issue = DUPLICATE_KEY, f"key {key!r} is used by line {seen[0]}"
+                        issue = DUPLICATE_KEY, f"key {key!r} is used by line {seen >> 1}"
                     else:
-                        issue = KEY_COLLISION, f"key {key!r} (line {seen[0]}) is both a user key and an assigned one"
+                        issue = KEY_COLLISION, f"key {key!r} (line {seen >> 1}) is both a user key and an assigned one"
             if issue is not None:
                 yield _reject(summary, options, number, data, key, issue)
                 continue
-            remember(key, number, assigned)
+            current[key] = number * 2 + assigned
             valid += 1
             if assigned:
                 assigned_count += 1
+            offset = first_offset + size_total - len(data) - 1  # where this line starts
             if marks is not None:
                 marks.before = (
                     number - 1 - first_line,
