@@ -62,6 +62,7 @@ class Endpoints:
     vertex: str = ""  # http://host:port (google-genai base_url)
     functions: dict[str, str] = field(default_factory=dict)
     bigquery_emulator: str = ""  # http://host:port of bqemulator itself, for debugging only
+    bigquery_storage: str = ""  # host:port of bqemulator's gRPC Storage Read API
     gcs_root: str = ""
     time_scale: float = 1.0
 
@@ -71,6 +72,7 @@ class Endpoints:
             "PUBSUB_EMULATOR_HOST": self.pubsub,
             "STORAGE_EMULATOR_HOST": self.gcs,
             "BIGQUERY_EMULATOR_HOST": self.bigquery,
+            "BIGQUERY_STORAGE_EMULATOR_HOST": self.bigquery_storage,
             "VERTEX_BASE_URL": self.vertex,
             "GOOGLE_CLOUD_PROJECT": self.project,
             "NO_GCE_CHECK": "true",
@@ -315,6 +317,7 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         self._wait(proc, lambda: _get(f"{url}/bigquery/v2/projects/{self.wiring.project}/datasets") == 200)
         self.endpoints.bigquery_emulator = url
+        self.endpoints.bigquery_storage = f"127.0.0.1:{grpc_port}"
         self._start_bigquery_proxy()
 
     def _start_bigquery_proxy(self) -> None:

@@ -109,9 +109,26 @@ def _build_ports(settings: Settings) -> Ports:
         )
     else:
         bq = bigquery.Client(project=settings.project, location=settings.bq_location)
+    reader = _read_client()
     return Ports(
         store=GcsStore(storage_client),
         jobs=VertexBatchJobs(lambda location: genai_client(location, settings.project), _raw_get),
-        warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset, settings.bq_location),
+        warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset, settings.bq_location, reader),
         bus=PubSubBus(pubsub_v1.PublisherClient(), settings.project),
     )
+
+
+def _read_client() -> Any:
+    """The BigQuery Storage Read API client (gRPC; plaintext to the local cloud's emulator)."""
+    from google.cloud import bigquery_storage_v1
+
+    host = os.environ.get("BIGQUERY_STORAGE_EMULATOR_HOST")
+    if not host:
+        return bigquery_storage_v1.BigQueryReadClient()
+    import grpc
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
+
+    channel = grpc.insecure_channel(host)
+    transport = BigQueryReadGrpcTransport(channel=channel, credentials=AnonymousCredentials())
+    return bigquery_storage_v1.BigQueryReadClient(transport=transport)

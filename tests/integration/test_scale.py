@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import io
+import time
 from collections import Counter
+from typing import Any, cast
 
+import orjson
+from google.cloud import bigquery
+
+from local.clients import bigquery_client
 from local.stack import Endpoints
-from tests.integration.helpers import jsonl, query_rows, request_line, until_complete, upload_requests, vertex_jobs
+from shared.adapters import ports
+from shared.adapters.bigquery import BigQueryWarehouse
+from tests.integration.helpers import (
+    jsonl,
+    manual_settings,
+    query_rows,
+    request_line,
+    until_complete,
+    upload_requests,
+    vertex_jobs,
+)
 
 
 def test_a_file_needing_many_continuations_and_jobs_completes_with_every_key_once(cloud: Endpoints) -> None:
@@ -32,3 +49,38 @@ def test_a_file_needing_many_continuations_and_jobs_completes_with_every_key_onc
         }
     ]
     assert run["requests"] == 63 and run["invalid"] == 1
+
+
+def test_a_bq_source_is_read_in_arrow_through_the_storage_read_api(cloud: Endpoints) -> None:
+    bq = bigquery_client(cloud)
+    table = f"{cloud.project}.gbp.requests_{time.time_ns()}"
+    schema = [
+        bigquery.SchemaField("key", "STRING"),
+        bigquery.SchemaField("request", "STRING"),  # the JSON as text, as many tables keep it
+        bigquery.SchemaField("note", "STRING"),  # other columns are not read
+    ]
+    bq.create_table(bigquery.Table(table, schema=schema))
+    rows = [{"key": f"k{i}", "request": orjson.dumps(request_line(f"q{i}")["request"]).decode()} for i in range(5)]
+    rows += [{"request": orjson.dumps(request_line("keyless")["request"]).decode(), "note": "x"}]
+    rows += [{"key": "broken", "request": "{not json"}]
+    config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=schema)
+    bq.load_table_from_file(io.BytesIO(jsonl(rows)), table, job_config=config).result()
+    warehouse = cast(BigQueryWarehouse, ports(manual_settings(cloud)).warehouse)
+    sessions: list[Any] = []
+    create = warehouse.read_client.create_read_session
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sessions.append(kwargs.get("read_session") or args)
+        return create(*args, **kwargs)
+
+    warehouse.read_client.create_read_session = counted
+    try:
+        lines = [orjson.loads(line) for line in warehouse.request_lines(f"bq://{table}")]
+    finally:
+        warehouse.read_client.create_read_session = create
+    assert len(sessions) == 1  # Arrow batches from the Storage Read API, not tabledata.list pages
+    by_key = {line.get("key"): line for line in lines}
+    assert sorted(by_key, key=str) == sorted([f"k{i}" for i in range(5)] + [None, "broken"], key=str)
+    assert by_key["k3"]["request"] == request_line("q3")["request"]  # parsed back into an object
+    assert by_key["broken"]["request"] == "{not json"  # left for the validator to report with its line
+    assert all("note" not in line for line in lines)
