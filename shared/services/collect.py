@@ -29,6 +29,7 @@ from shared.config import Settings
 from shared.core.errors import PermanentError
 from shared.core.failures import missing_reason
 from shared.core.ids import job_key
+from shared.core.keys import key_member
 from shared.core.lines import Oversize, iter_lines
 from shared.core.normalize import FAILED, MISSING, UNPARSEABLE_OUTPUT, Normalizer, RowContext, missing_row
 from shared.core.records import (
@@ -163,7 +164,7 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
                     continue  # staged lines are validated: never over the cap
                 if number % KEEP_ALIVE_LINES == 0:
                     claim.keep_alive()
-                request_key = str(orjson.loads(line)["key"])
+                request_key = str(key_member(line))  # staged lines are valid: only the key is decoded
                 worth = retryable.get(request_key)
                 if worth is None:
                     worth = retryable[request_key] = reason.retryable

@@ -256,10 +256,7 @@ def _stage(
                 claim.keep_alive()
                 out_of_time = inv.time_left() < SEGMENT_RESERVE
         # The whole file is read: the scan has added its counts to the summary.
-        recorded(stage.close(None, summary.checkpoint()))
-    staged["done"] = True
-    run.chunks, run.requests, run.invalid = len(staged["files"]), summary.valid, summary.invalid
-    claim.save()
+        recorded(stage.close(None, summary.checkpoint()))  # the last chunk and "done", in one write
     return summary
 
 
@@ -299,22 +296,29 @@ class _Chunks:
         """Close the files, and record them with the checkpoint (before ``before``, or the end).
 
         Returns the chunk recorded, if one was. ``before`` was scanned already: its key is
-        kept for the next chunk, not sealed with this one.
+        kept for the next chunk, not sealed with this one. At the end (no ``before``) the run
+        is recorded as staged in the same write, and the last chunk's keys are not kept (no
+        later chunk is checked against them).
         """
-        chunk, staged = self.chunk, self.claim.record.staged
+        run = self.claim.record
+        chunk, staged = self.chunk, run.staged
         self.files.close()  # the objects appear whole now
         if self.invalid_out is not None:
             staged["invalid"].append(self._uri(".invalid.jsonl"))
         recorded = None
         if self.count:
-            entries, digests = self.keys.seal(chunk, keep=before.key if before is not None else None)
-            self.ports.store.write(self._uri(".keys.json"), orjson.dumps(entries))
-            self.ports.store.write(self._uri(".digests"), digests)
+            if before is not None:
+                entries, digests = self.keys.seal(chunk, keep=before.key)
+                self.ports.store.write(self._uri(".keys.json"), orjson.dumps(entries))
+                self.ports.store.write(self._uri(".digests"), digests)
             staged["files"].append(self._uri(".jsonl"))
             staged["counts"].append(self.count)
             recorded = chunk
         if before is not None:
             staged.update(offset=before.offset, line=before.line_number - 1)
+        else:
+            staged["done"] = True
+            run.chunks, run.requests, run.invalid = len(staged["files"]), summary["valid"], summary["invalid"]
         staged["summary"] = summary
         self.claim.save()  # LostClaim when another holder took over: its own files are the ones recorded
         self.claim.keep_alive()
