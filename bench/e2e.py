@@ -143,6 +143,57 @@ def upload(stack: Stack, places: Places, path: Path) -> tuple[str, str]:
     return name, run_id_for_object(ObjectRef(places.input_bucket, name, str(blob.generation)))
 
 
+def measure_bq_source(stack: Stack, places: Places, path: Path, name: str, timeout: float) -> dict[str, Any]:
+    """The same requests as a ``bq://`` table: load them, publish the message, time submit_request.
+
+    The table gets the file's ``key`` and ``request`` (as JSON); the run is followed until it is
+    RUNNING (its submission is what differs from a file's: the Storage Read API read). A table of
+    the first 100 requests goes first, so that submit_request has loaded its Arrow and gRPC
+    libraries (a cold start, as the warm-up run is for the rest).
+    """
+    with path.open("rb") as head:
+        warm = b"".join(line for _, line in zip(range(100), head, strict=False))
+    _bq_run(stack, places, warm, timeout)
+    return _bq_run(stack, places, f"gs://{places.input_bucket}/{name}", timeout)
+
+
+def _bq_run(stack: Stack, places: Places, source: str | bytes, timeout: float) -> dict[str, Any]:
+    import io
+
+    from google.cloud import bigquery
+
+    from local.clients import bigquery_client, publisher
+    from shared.core.ids import run_id_for_message
+
+    ends = stack.endpoints
+    table = f"{stack.wiring.project}.{places.dataset}.bench_requests_{time.time_ns()}"
+    schema = [bigquery.SchemaField("key", "STRING"), bigquery.SchemaField("request", "JSON")]
+    config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=schema, ignore_unknown_values=True)
+    started = time.monotonic()
+    bq = bigquery_client(ends)
+    if isinstance(source, bytes):
+        bq.load_table_from_file(io.BytesIO(source), table, job_config=config).result()
+    else:
+        bq.load_table_from_uri(source, table, job_config=config).result()
+    log.info("bq source loaded", extra={"table": table, "seconds": round(time.monotonic() - started, 1)})
+    since = time.time()
+    client = publisher(ends)
+    topic = client.topic_path(stack.wiring.project, "batch-requests")
+    message_id = client.publish(topic, orjson.dumps({"source": f"bq://{table}"})).result()
+    run_id = run_id_for_message(places.work_bucket, message_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run, _ = _ledger(stack, places, run_id)
+        if run.get("status") == "REJECTED":
+            raise BenchError(f"the bq:// run {run_id} was REJECTED: {run.get('error') or run.get('report_uri')}")
+        if run.get("status") in ("RUNNING", "COMPLETE"):
+            time.sleep(1.0)  # its handler logs "event handled" right after
+            stats = function_stats(stack, "submit_request", since, time.time())
+            return {"run_id": run_id, "table": table, "requests": int(run.get("requests") or 0), "stats": stats}
+        time.sleep(0.5)
+    raise BenchError(f"the bq:// run {run_id} was not submitted after {timeout:.0f}s")
+
+
 def _ledger(stack: Stack, places: Places, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from local.clients import storage_client
 
@@ -511,6 +562,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         outputs = download_outputs(stack, places, run_id, outputs_dir)
         written = work_bytes(stack, places, run_id)
         steps = timeline(stack, run_id, t0, uploaded, completed)
+        bq = measure_bq_source(stack, places, path, name, timeout) if args.bq else None
     output_bytes = sum(p.stat().st_size for p in outputs)
     log.info("measuring the bare core", extra={"repeats": REPEATS, "output_files": len(outputs)})
     validate_s, valid = core_validate(path)
@@ -538,6 +590,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "stages": {
             "submit": stage_figures([stats[f] for f in STAGES["submit"]], input_bytes, submitted, validate_s),
             "collect": stage_figures([stats[f] for f in STAGES["collect"]], output_bytes, rows_loaded, normalize_s),
+            **({"submit bq://": stage_figures([bq["stats"]], input_bytes, bq["requests"], validate_s)} if bq else {}),
         },
         "functions": {name: s.as_dict() for name, s in stats.items()},
         "peak_rss_mib": {name: round(v, 1) for name, v in rss.peak_mib.items()},
@@ -566,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=int, default=WARMUP, help=f"requests of a warm-up run first (default {WARMUP}; 0: none)"
     )
     parser.add_argument("--keep-state", action="store_true", help="keep the cloud's data and the downloaded outputs")
+    parser.add_argument(
+        "--no-bq", dest="bq", action="store_false", help="skip the bq:// source (the same requests from a table)"
+    )
     args = parser.parse_args(argv)
     if args.requests < 1:
         parser.error("--requests must be positive")

@@ -66,7 +66,7 @@ class Settings:
     skip_invalid_lines: bool = False
     # Bytes of a request file one submit invocation reads before it hands on to a fresh one
     # (a continuation message); the invocation's deadline stops it sooner when reads are slow.
-    submit_bytes_per_invocation: int = 20_000_000_000
+    submit_bytes_per_invocation: int = 5_000_000_000
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
     cancel_timeout_seconds: int = 3600

@@ -31,18 +31,31 @@ locals {
     MAX_EVENT_AGE_SECONDS = "86400"
   }
 
+  # Sizes from `make bench-e2e` (README: Capacity). Each function works on one request at a time
+  # in one Python thread: 1 vCPU, and memory for its peak (~260 MiB at a 200k-request chunk,
+  # ~400 MiB with the key index of a 10M-line file) with more than 2x to spare.
+  sizes = {
+    submit  = { memory = "1Gi", cpu = "1", timeout_seconds = 540 }
+    collect = { memory = "1Gi", cpu = "1", timeout_seconds = 540 }
+    poll    = { memory = "512Mi", cpu = "1", timeout_seconds = 540 }
+  }
+
   functions = {
     submit_batch = {
       trigger = { event_type = "google.cloud.storage.object.v1.finalized", bucket = google_storage_bucket.input.name }
+      size    = local.sizes.submit
     }
     submit_request = {
       trigger = { event_type = "google.cloud.pubsub.topic.v1.messagePublished", pubsub_topic = google_pubsub_topic.topics["batch-requests"].id }
+      size    = local.sizes.submit
     }
     poll_batches = {
       trigger = { event_type = "google.cloud.pubsub.topic.v1.messagePublished", pubsub_topic = google_pubsub_topic.topics["poll-tick"].id }
+      size    = local.sizes.poll
     }
     collect_results = {
       trigger = { event_type = "google.cloud.pubsub.topic.v1.messagePublished", pubsub_topic = google_pubsub_topic.topics["batch-finished"].id }
+      size    = local.sizes.collect
     }
   }
 }
@@ -51,14 +64,17 @@ module "function" {
   source   = "./modules/function"
   for_each = local.functions
 
-  name          = each.key
-  resource_name = "${var.name_prefix}-${each.key}"
-  region        = var.region
-  source_bucket = google_storage_bucket.source.name
-  source_zip    = "${var.function_source_dir}/${each.key}.zip"
-  environment   = local.environment
-  trigger       = each.value.trigger
-  labels        = var.labels
+  name            = each.key
+  resource_name   = "${var.name_prefix}-${each.key}"
+  region          = var.region
+  source_bucket   = google_storage_bucket.source.name
+  source_zip      = "${var.function_source_dir}/${each.key}.zip"
+  environment     = local.environment
+  trigger         = each.value.trigger
+  memory          = each.value.size.memory
+  cpu             = each.value.size.cpu
+  timeout_seconds = each.value.size.timeout_seconds
+  labels          = var.labels
   # Submitting and reading batch jobs: Vertex AI has no narrower resource to grant on.
   runtime_roles = ["roles/aiplatform.user"]
 

@@ -65,7 +65,7 @@ variable "skip_invalid_lines" {
 variable "submit_bytes_per_invocation" {
   type        = number
   description = "Bytes of a request file one submit invocation reads before a continuation message hands the rest on (README: capacity)."
-  default     = 20000000000
+  default     = 5000000000
   validation {
     condition     = var.submit_bytes_per_invocation >= 100000000
     error_message = "submit_bytes_per_invocation must be at least 100 MB."

@@ -172,9 +172,12 @@ def test_checkov_catches_an_unjustified_public_bucket(tmp_path: Path) -> None:
 def test_the_local_cloud_gives_functions_terraform_s_timeout() -> None:
     from local.wiring import Wiring
 
-    variables = {
-        _unquote(next(iter(v))): next(iter(v.values())) for v in _load("modules/function/variables.tf")["variable"]
+    # Each function's timeout is its size's (functions.tf: local.sizes, from the capacity model).
+    found = _load("functions.tf")["locals"][0]
+    sizes = found["sizes"]
+    timeout = {
+        name: sizes[re.fullmatch(r"\$\{local\.sizes\.(\w+)\}", fn["size"]).group(1)]["timeout_seconds"]
+        for name, fn in found["functions"].items()
     }
-    default = variables["timeout_seconds"]["default"]
-    assert not re.search(r"^\s*timeout_seconds\s*=", (TF / "functions.tf").read_text(), re.M)  # none overrides it
-    assert {f.timeout_seconds for f in Wiring.load(ROOT / "local" / "wiring.json").functions} == {default}
+    local = {f.target or f.name: f.timeout_seconds for f in Wiring.load(ROOT / "local" / "wiring.json").functions}
+    assert local == timeout

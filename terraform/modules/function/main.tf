@@ -41,6 +41,7 @@ resource "google_cloudfunctions2_function" "function" {
 
   service_config {
     available_memory               = var.memory
+    available_cpu                  = var.cpu
     timeout_seconds                = var.timeout_seconds
     max_instance_count             = var.max_instances
     ingress_settings               = "ALLOW_INTERNAL_ONLY"

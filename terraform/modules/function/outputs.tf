@@ -27,3 +27,11 @@ output "concurrency" {
   description = "Requests one instance serves at once."
   value       = google_cloudfunctions2_function.function.service_config[0].max_instance_request_concurrency
 }
+
+output "size" {
+  description = "Memory and vCPUs of one instance."
+  value = {
+    memory = google_cloudfunctions2_function.function.service_config[0].available_memory
+    cpu    = google_cloudfunctions2_function.function.service_config[0].available_cpu
+  }
+}

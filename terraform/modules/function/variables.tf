@@ -49,6 +49,16 @@ variable "memory" {
   default     = "1Gi"
 }
 
+variable "cpu" {
+  type        = string
+  description = "vCPUs of one instance (README: Capacity)."
+  default     = "1"
+  validation {
+    condition     = contains(["0.583", "1", "2", "4"], var.cpu)
+    error_message = "cpu must be one of 0.583, 1, 2, 4."
+  }
+}
+
 variable "timeout_seconds" {
   type        = number
   description = "Longest run of one invocation."
