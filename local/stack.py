@@ -312,7 +312,14 @@ class Stack:
             "--project",
             self.wiring.project,
         ]
-        env = {"HOME": str(_duckdb_home(self.state_dir)), "BQEMU_GCS_LOCAL_ROOT": self.endpoints.gcs_root}
+        env = {
+            "HOME": str(_duckdb_home(self.state_dir)),
+            "BQEMU_GCS_LOCAL_ROOT": self.endpoints.gcs_root,
+            # Its gRPC server caps every message it sends at this (+1 MiB), and sends ReadRows
+            # batches of 65,536 rows whatever their size: BigQuery keeps its responses within
+            # what its clients take (they accept any size), so the cap must not be the limit here.
+            "BQEMU_WRITE_API_MAX_REQUEST_BYTES": str(256 << 20),
+        }
         proc = self._spawn("bigquery", argv, port, env=env)
         url = f"http://127.0.0.1:{port}"
         self._wait(proc, lambda: _get(f"{url}/bigquery/v2/projects/{self.wiring.project}/datasets") == 200)

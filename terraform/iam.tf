@@ -88,6 +88,14 @@ resource "google_project_iam_member" "job_users" {
   member   = local.runtimes[each.value]
 }
 
+# submit_request reads bq:// sources through the BigQuery Storage Read API (read sessions are
+# created in the project: readSessionUser has no narrower scope).
+resource "google_project_iam_member" "read_session_user" {
+  project = var.project_id
+  role    = "roles/bigquery.readSessionUser"
+  member  = local.runtimes["submit_request"]
+}
+
 # The Cloud Scheduler job publishes the poll tick with its own identity.
 resource "google_service_account" "scheduler" {
   account_id   = "${var.name_prefix}-scheduler"

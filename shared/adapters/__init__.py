@@ -129,6 +129,10 @@ def _read_client() -> Any:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
 
-    channel = grpc.insecure_channel(host)
+    # As the client's own transport does: a ReadRows response (one Arrow record batch) can be
+    # larger than gRPC's default 4 MiB.
+    channel = grpc.insecure_channel(
+        host, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    )
     transport = BigQueryReadGrpcTransport(channel=channel, credentials=AnonymousCredentials())
     return bigquery_storage_v1.BigQueryReadClient(transport=transport)

@@ -84,3 +84,19 @@ def test_a_bq_source_is_read_in_arrow_through_the_storage_read_api(cloud: Endpoi
     assert by_key["k3"]["request"] == request_line("q3")["request"]  # parsed back into an object
     assert by_key["broken"]["request"] == "{not json"  # left for the validator to report with its line
     assert all("note" not in line for line in lines)
+
+
+def test_a_bq_source_larger_than_a_default_grpc_message_is_read_whole(cloud: Endpoints) -> None:
+    bq = bigquery_client(cloud)
+    table = f"{cloud.project}.gbp.requests_{time.time_ns()}"
+    schema = [bigquery.SchemaField("key", "STRING"), bigquery.SchemaField("request", "JSON")]
+    bq.create_table(bigquery.Table(table, schema=schema))
+    text = "x" * 400
+    rows = [{"key": f"k{i}", "request": request_line(f"{text} {i}")["request"]} for i in range(12_000)]
+    body = jsonl(rows)
+    assert len(body) > 5 << 20  # one Arrow record batch of it is more than gRPC's default 4 MiB
+    config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=schema)
+    bq.load_table_from_file(io.BytesIO(body), table, job_config=config).result()
+    warehouse = cast(BigQueryWarehouse, ports(manual_settings(cloud)).warehouse)
+    keys = [orjson.loads(line)["key"] for line in warehouse.request_lines(f"bq://{table}")]
+    assert sorted(keys) == sorted(f"k{i}" for i in range(12_000))
