@@ -2,6 +2,7 @@ locals {
   apis = toset([
     "aiplatform.googleapis.com",       # Vertex AI batch prediction
     "bigquery.googleapis.com",         # predictions, batch_jobs, latest_predictions
+    "bigquerystorage.googleapis.com",  # bq:// sources read with the Storage Read API
     "cloudbuild.googleapis.com",       # builds the functions
     "cloudfunctions.googleapis.com",   # the functions (2nd gen)
     "cloudscheduler.googleapis.com",   # the poll tick

@@ -32,10 +32,10 @@ locals {
   }
 
   # Sizes from `make bench-e2e` (README: Capacity). Each function works on one request at a time
-  # in one Python thread: 1 vCPU, and memory for its peak (~260 MiB at a 200k-request chunk,
-  # ~400 MiB with the key index of a 10M-line file) with more than 2x to spare.
+  # in one Python thread: 1 vCPU, and memory for its peak with 2x to spare: ~260 MiB at a
+  # 200k-request chunk; a submitter holding the key index of a 10M-line file, ~600 MiB.
   sizes = {
-    submit  = { memory = "1Gi", cpu = "1", timeout_seconds = 540 }
+    submit  = { memory = "2Gi", cpu = "1", timeout_seconds = 540 }
     collect = { memory = "1Gi", cpu = "1", timeout_seconds = 540 }
     poll    = { memory = "512Mi", cpu = "1", timeout_seconds = 540 }
   }

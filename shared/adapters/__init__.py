@@ -109,11 +109,10 @@ def _build_ports(settings: Settings) -> Ports:
         )
     else:
         bq = bigquery.Client(project=settings.project, location=settings.bq_location)
-    reader = _read_client()
     return Ports(
         store=GcsStore(storage_client),
         jobs=VertexBatchJobs(lambda location: genai_client(location, settings.project), _raw_get),
-        warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset, settings.bq_location, reader),
+        warehouse=BigQueryWarehouse(bq, settings.project, settings.dataset, settings.bq_location, _read_client),
         bus=PubSubBus(pubsub_v1.PublisherClient(), settings.project),
     )
 

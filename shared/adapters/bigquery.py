@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from string import Template
 from typing import Any
@@ -18,7 +18,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from shared.adapters.errors import RETRYABLE_REASONS, call, translated
-from shared.core.errors import StillRunning, TransientError
+from shared.core.errors import PermanentError, StillRunning, TransientError
 from shared.core.schema import load_schema
 from shared.ports import LoadResult, LoadState
 
@@ -43,10 +43,23 @@ class BigQueryWarehouse:
     """The pipeline's dataset: predictions, batch_jobs, latest_predictions."""
 
     def __init__(
-        self, client: bigquery.Client, project: str, dataset: str, location: str, read_client: Any = None
+        self,
+        client: bigquery.Client,
+        project: str,
+        dataset: str,
+        location: str,
+        read_client: Callable[[], Any] | None = None,
     ) -> None:
         self.client, self.project, self.dataset, self.location = client, project, dataset, location
-        self.read_client = read_client  # a BigQueryReadClient: bq:// sources are read with the Storage Read API
+        self._read_client_factory = read_client
+        self._read_client: Any = None
+
+    @property
+    def read_client(self) -> Any:
+        """The BigQueryReadClient bq:// sources are read with (built when first needed: gRPC, Arrow)."""
+        if self._read_client is None and self._read_client_factory is not None:
+            self._read_client = self._read_client_factory()
+        return self._read_client
 
     def table(self, name: str) -> str:
         """Fully qualified table id."""
@@ -140,8 +153,13 @@ class BigQueryWarehouse:
         with translated(f"reading {table_uri}"):
             table = self.client.get_table(table_id)
             fields = [f for f in table.schema if f.name in ("key", "request")]
-            rows = self.client.list_rows(table, selected_fields=fields or None)
-            batches = rows.to_arrow_iterable(bqstorage_client=self.read_client)
+            if not any(f.name == "request" for f in fields):
+                raise PermanentError(f"{table_uri} has no 'request' column")
+            rows = self.client.list_rows(table, selected_fields=fields)
+            # A partition ($) or snapshot (@) decorator cannot be read with a read session: pages then.
+            reader = None if "$" in table_id or "@" in table_id else self.read_client
+            # Two streams, a short queue: one consumer (this thread) sets the pace, memory stays small.
+            batches = rows.to_arrow_iterable(bqstorage_client=reader, max_stream_count=2, max_queue_size=2)
             for batch in batches:
                 names = batch.schema.names
                 keys = batch.column(names.index("key")).to_pylist() if "key" in names else None

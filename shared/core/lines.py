@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -35,12 +36,17 @@ def utf8_error(line: bytes) -> str | None:
     return None
 
 
-def _line(part: bytes, max_line_bytes: int) -> bytes | Oversize:
-    line = part[:-1] if part[-1:] == b"\r" else part
-    return line if len(line) <= max_line_bytes else Oversize(len(line))
+def _line(part: bytes, max_line_bytes: int, raw: bool = False) -> bytes | Oversize:
+    cr = part[-1:] == b"\r"
+    size = len(part) - cr
+    if size > max_line_bytes:
+        return Oversize(len(part) if raw else size)
+    return part[:-1] if cr and not raw else part
 
 
-def iter_lines(stream: BinaryIO, max_line_bytes: int, block_size: int = BLOCK_SIZE) -> Iterator[bytes | Oversize]:
+def iter_lines(
+    stream: BinaryIO, max_line_bytes: int, block_size: int = BLOCK_SIZE, *, raw: bool = False
+) -> Iterator[bytes | Oversize]:
     """Yield every physical line of ``stream``, in order, one item per line.
 
     A line comes without its terminator (LF or CRLF) and, on the first line, without
@@ -53,6 +59,8 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int, block_size: int = BLOCK_SI
         stream: A binary stream (file, GCS reader, BytesIO).
         max_line_bytes: The longest line (without terminator) that is yielded whole.
         block_size: How much is read at a time.
+        raw: Keep a line's CR and the first line's BOM (only the LF goes), so that a caller
+            can count the bytes of every line (``len(line) + 1``, ``Oversize.size + 1``).
     """
     pending = b""  # the start of a line whose end is in a later block
     skipped = -1  # >= 0 while inside an oversize line: its bytes so far
@@ -63,24 +71,25 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int, block_size: int = BLOCK_SI
             first = False
             while len(block) < len(BOM) and (more := stream.read(block_size)):
                 block += more  # a BOM split over short reads
-            if block.startswith(BOM):
+            if block.startswith(BOM) and not raw:
                 block = block[3:]
         parts = block.split(b"\n")
         tail = parts.pop()
         if parts:
             head = parts[0]
             if skipped >= 0:
-                yield Oversize(skipped + len(head) - ((head[-1:] == b"\r") if head else last_cr))
+                cr = 0 if raw else ((head[-1:] == b"\r") if head else last_cr)
+                yield Oversize(skipped + len(head) - cr)
                 skipped = -1
             else:
                 if pending:
                     head, pending = pending + head, b""
-                yield _line(head, max_line_bytes)
-            if len(block) <= max_line_bytes and b"\r" not in block:
+                yield _line(head, max_line_bytes, raw)
+            if len(block) <= max_line_bytes and (raw or b"\r" not in block):
                 yield from islice(parts, 1, None)  # the common case, at C speed
             else:
                 for part in islice(parts, 1, None):
-                    yield _line(part, max_line_bytes)
+                    yield _line(part, max_line_bytes, raw)
         if skipped >= 0:
             skipped += len(tail)
             if tail:
@@ -92,6 +101,31 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int, block_size: int = BLOCK_SI
         if len(pending) > max_line_bytes + 1:  # +1: a CR may still be stripped
             skipped, last_cr, pending = len(pending), pending[-1:] == b"\r", b""
     if skipped >= 0:
-        yield Oversize(skipped - last_cr)
+        yield Oversize(skipped - (0 if raw else last_cr))
     elif pending:
-        yield _line(pending, max_line_bytes)
+        yield _line(pending, max_line_bytes, raw)
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were read already: they come first again."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head, b""
+            return out  # (shorter than asked, at most once: iter_lines reads on)
+        return self.stream.read(size)
+
+
+def skip_bom(stream: BinaryIO) -> tuple[BinaryIO, int]:
+    """``stream`` past a leading UTF-8 BOM, and how many bytes that was (3 or 0)."""
+    head = stream.read(BLOCK_SIZE)  # a block, as iter_lines reads: never a small read
+    while len(head) < len(BOM) and (more := stream.read(BLOCK_SIZE)):
+        head += more
+    skipped = len(BOM) if head.startswith(BOM) else 0
+    return _Prefixed(head[skipped:], stream), skipped  # type: ignore[return-value]

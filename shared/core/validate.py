@@ -10,7 +10,7 @@ import msgspec
 import orjson
 
 from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key, key_member, with_key
-from shared.core.lines import Oversize, iter_lines, utf8_error
+from shared.core.lines import Oversize, iter_lines, skip_bom, utf8_error
 
 DEFAULT_MAX_LINE_BYTES: Final = 10 * 1024 * 1024
 DEFAULT_EXAMPLES: Final = 5
@@ -32,6 +32,7 @@ DUPLICATE_KEY: Final = "duplicate_key"
 KEY_COLLISION: Final = "key_collision"
 
 ROLES: Final = frozenset({"user", "model"})
+ABSENT: Final = msgspec.UNSET  # a line without a ``key`` member (it gets one from its line number)
 # A part must carry one of these (camelCase and snake_case are both accepted by Vertex).
 PART_DATA_FIELDS: Final = (
     "text",
@@ -252,7 +253,7 @@ class _Request(msgspec.Struct):
 
 
 class _Line(msgspec.Struct):
-    key: Any = None
+    key: Any = msgspec.UNSET  # absent; null is a key, and not a valid one
     request: _Request | None = None
 
 
@@ -278,19 +279,24 @@ _astuple: Final = msgspec.structs.astuple
 
 
 class Marks:
-    """Where a scan stands right before the valid line it yielded last (what a checkpoint records)."""
+    """Where a checkpoint can be taken around the line a scan yielded last, and its counts there.
 
-    __slots__ = ("before",)
+    Right before a valid line (a continuation starts with it), right after an invalid one
+    (it is counted already). ``at`` is (byte offset, line number) of that point.
+    """
+
+    __slots__ = ("at", "counts")
 
     def __init__(self) -> None:
-        self.before: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)
+        self.at = (0, 0)
+        self.counts: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)
 
     def checkpoint(self, summary: ValidationSummary) -> dict[str, Any]:
-        """``summary`` as it stood right before that line (its invalid lines are all above it).
+        """``summary`` as it stood at :attr:`at` (the invalid lines above it are in it already).
 
         The scan adds its line counters to the summary only at its end; these are them.
         """
-        lines, blank, valid, present, assigned, duplicated, size = self.before
+        lines, blank, valid, present, assigned, duplicated, size = self.counts
         data = summary.checkpoint()
         data.update(
             lines=summary.lines + lines,
@@ -342,6 +348,8 @@ def _scan(
     index = keys if keys is not None else KeyIndex()
     current, in_sealed = index.current, index.in_sealed  # the key -> line * 2 + assigned of this chunk
     first_offset, first_line = start
+    if first_offset == 0:  # the BOM is not part of line 1 (nor of the byte count)
+        stream, first_offset = skip_bom(stream)
     max_line = options.max_line_bytes
     # msgspec raises UnicodeDecodeError for bad bytes in a string it decodes.
     decode, fast_errors = _LINE_DECODER.decode, (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
@@ -349,70 +357,78 @@ def _scan(
     number, blank = first_line, 0
     valid = present = assigned_count = duplicated = size_total = 0
     try:
-        for data in iter_lines(stream, max_line):
+        for raw in iter_lines(stream, max_line, raw=True):  # raw: every byte is counted (offsets)
             number += 1
-            if isinstance(data, Oversize):
-                size_total += data.size + 1
-                too_long = (LINE_TOO_LONG, f"line is {data.size} bytes; the cap is {max_line}")
-                yield _reject(summary, options, number, b"", None, too_long)
-                continue
-            size_total += len(data) + 1
-            if not data or data.isspace():
-                blank += 1
-                continue
-            try:
-                fast: _Line | None = decode(data)
-            except fast_errors:
-                fast = None
-            # Members the typed decode skips are not checked for UTF-8: a non-ASCII line that
-            # passed is checked whole (isascii() is a fraction of the decode's cost).
-            passed = fast is not None and _fast_ok(fast) and (data.isascii() or utf8_error(data) is None)
-            if fast is not None and passed:
-                key = fast.key
+            problem: tuple[str, str] | None = None
+            key: Any = None
+            if isinstance(raw, Oversize):
+                size_total += raw.size + 1
+                problem = (LINE_TOO_LONG, f"line is {raw.size} bytes; the cap is {max_line}")
+                data = b""
             else:
-                # The slow path: parse as dicts (orjson checks all of the UTF-8), name the first problem.
+                line_start = size_total
+                size_total += len(raw) + 1
+                data = raw[:-1] if raw[-1:] == b"\r" else raw
+                if not data or data.isspace():
+                    blank += 1
+                    continue
                 try:
-                    obj = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    problem = _decode_problem(data, exc)
-                    yield _reject(summary, options, number, data, _spoiled_key(data, problem), problem)
-                    continue
-                if type(obj) is not dict:
-                    problem = (NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}")
-                    yield _reject(summary, options, number, data, None, problem)
-                    continue
-                key = obj.get("key")
-            assigned = key is None
-            if assigned:
-                key = assigned_key(number)
-            else:
-                present += 1
-                if type(key) is not str or not key:
-                    yield _reject(
-                        summary, options, number, data, None, (INVALID_KEY, "'key' must be a non-empty string")
-                    )
-                    continue
-            issue = None if passed else _check_request(obj)
-            if issue is None:
-                seen = current.get(key)
-                if seen is None and index.sealed:
-                    seen = in_sealed(key)
-                if seen is not None:
-                    if not assigned and not seen & 1:
-                        duplicated += 1
-                        issue = DUPLICATE_KEY, f"key {key!r} is used by line {seen >> 1}"
+                    fast: _Line | None = decode(data)
+                except fast_errors:
+                    fast = None
+                # Members the typed decode skips are not checked for UTF-8: a non-ASCII line that
+                # passed is checked whole (isascii() is a fraction of the decode's cost).
+                passed = fast is not None and _fast_ok(fast) and (data.isascii() or utf8_error(data) is None)
+                if fast is not None and passed:
+                    key = fast.key
+                else:
+                    # The slow path: parse as dicts (orjson checks all of the UTF-8), name the first problem.
+                    try:
+                        obj = orjson.loads(data)
+                    except orjson.JSONDecodeError as exc:
+                        problem = _decode_problem(data, exc)
+                        key = _spoiled_key(data, problem)
                     else:
-                        issue = KEY_COLLISION, f"key {key!r} (line {seen >> 1}) is both a user key and an assigned one"
-            if issue is not None:
-                yield _reject(summary, options, number, data, key, issue)
+                        if type(obj) is dict:
+                            key = obj.get("key", ABSENT)
+                        else:
+                            problem = (NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}")
+                if problem is None:
+                    assigned = key is ABSENT
+                    if assigned:
+                        key = assigned_key(number)
+                    else:
+                        present += 1
+                        if type(key) is not str or not key:
+                            key, problem = None, (INVALID_KEY, "'key' must be a non-empty string")
+                if problem is None:
+                    problem = None if passed else _check_request(obj)
+                    if problem is None:
+                        seen = current.get(key)
+                        if seen is None and index.sealed:
+                            seen = in_sealed(key)
+                        if seen is not None:
+                            if not assigned and not seen & 1:
+                                duplicated += 1
+                                problem = DUPLICATE_KEY, f"key {key!r} is used by line {seen >> 1}"
+                            else:
+                                why = f"key {key!r} (line {seen >> 1}) is both a user key and an assigned one"
+                                problem = KEY_COLLISION, why
+            if problem is not None:
+                rejected = _reject(summary, options, number, data, key, problem)
+                if marks is not None:  # right after this line (it is counted in the summary already)
+                    marks.at = (first_offset + size_total, number)
+                    marks.counts = (number - first_line, blank, valid, present, assigned_count, duplicated, size_total)
+                yield rejected
                 continue
             current[key] = number * 2 + assigned
             valid += 1
             if assigned:
                 assigned_count += 1
-            offset = first_offset + size_total - len(data) - 1  # where this line starts
-            if marks is not None:
-                marks.before = (
+            offset = first_offset + line_start  # where this line starts
+            if marks is not None:  # right before this line
+                marks.at = (offset, number - 1)
+                marks.counts = (
                     number - 1 - first_line,
                     blank,
                     valid - 1,

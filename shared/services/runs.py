@@ -94,6 +94,7 @@ def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) ->
         "chunks": run.chunks,
         "requests": run.requests,
         "invalid": run.invalid,
+        **({"error": run.error} if run.error else {}),  # e.g. a source that could not be read to its end
         "jobs": sorted(r.job_name for r in records if r.job_name),
         "uncollectable": [
             {"chunk": r.chunk, "attempt": r.attempt, "job_name": r.job_name, "error": r.collect_error}

@@ -15,7 +15,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
 
-import numpy as np
 import orjson
 
 from shared.config import Settings
@@ -25,7 +24,7 @@ from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
 from shared.core.lines import iter_lines
 from shared.core.messages import check_model, check_source
 from shared.core.normalize import FAILED, RowContext, missing_row
-from shared.core.records import RUN_SUBMITTING, Run
+from shared.core.records import JOB_CLAIMED, RUN_SUBMITTING, Run
 from shared.core.validate import Marks, ScannedLine, ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
 from shared.services.attempts import CREATE_NEEDS, submit_attempt
@@ -38,6 +37,7 @@ INVALID_REQUEST: Final = "INVALID_REQUEST"
 UPLOAD: Final = "upload"
 MESSAGE: Final = "message"
 KEEP_ALIVE_LINES: Final = 20_000
+EXPORT_TRIES: Final = 3  # invocations a bq:// read may take before the run is rejected
 # Settings a run is staged with, frozen when it is created: every invocation that goes on with it
 # (submit_batch, submit_request, after a redeploy) splits and checks it the same way.
 STAGING_SETTINGS: Final = (
@@ -113,21 +113,33 @@ def resume(run_id: str, settings: Settings, ports: Ports, inv: Invocation) -> st
 def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> str:
     run = claim.record
     settings = dataclasses.replace(settings, **{k: v for k, v in run.options.items() if k in STAGING_SETTINGS})
-    if not run.staged.get("done"):
+    _upgrade(run)
+    if run.staged.get("done"):
+        summary: ValidationSummary | None = ValidationSummary.restore(run.staged["summary"])
+    else:
         try:
             summary = _stage(claim, ledger, settings, ports, inv)
-        except SourceUnreadable as exc:  # nothing will change that by retrying
-            return _reject(claim, ledger, settings, ports, None, str(exc))
+        except SourceUnreadable as exc:
+            if not _paid_for(run, settings):
+                return _reject(claim, ledger, settings, ports, None, str(exc))  # nothing was submitted
+            _cut_short(claim, str(exc))  # jobs run already: the run goes on with what was staged
+            summary = ValidationSummary.restore(run.staged["summary"])
         if summary is None:
             return _continue(claim, settings, ports)
-        if (summary.invalid and not settings.skip_invalid_lines) or summary.valid == 0:
-            return _reject(claim, ledger, settings, ports, summary, "")
+    assert summary is not None
+    # Checked again on every try: a rejection that failed half-way is not taken for a valid file.
+    if (summary.invalid and not settings.skip_invalid_lines) or summary.valid == 0:
+        return _reject(claim, ledger, settings, ports, summary, run.staged.get("error", ""))
     if run.invalid:
         _load_invalid_rows(claim, settings, ports)
     files, counts = run.staged["files"], run.staged["counts"]
-    for chunk in range(run.staged.get("submitted", 0), len(files)):  # those not created while staging
-        _submit_chunk(ledger, settings, ports, inv, run, chunk, files[chunk], counts[chunk])
-        claim.keep_alive()
+    for chunk in range(len(files)):  # every chunk: one whose job a dead holder never created too
+        found = ledger.get_job(run.run_id, chunk, 1)
+        if found is None or found[0].status == JOB_CLAIMED:  # no job yet (or its create failed)
+            if inv.time_left() < SEGMENT_RESERVE:
+                return _continue(claim, settings, ports)  # the rest of the jobs in a fresh invocation
+            _submit_chunk(ledger, settings, ports, inv, run, chunk, files[chunk], counts[chunk])
+            claim.keep_alive()
     claim.move("start")
     log.info(
         "run submitted",
@@ -135,6 +147,39 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     )
     complete_run(ledger, settings, ports, inv, run.run_id)  # its jobs may all be collected already
     return "submitted"
+
+
+def _paid_for(run: Run, settings: Settings) -> bool:
+    """Jobs may exist for the run (with SKIP_INVALID_LINES they start as chunks are recorded)."""
+    return settings.skip_invalid_lines and bool(run.staged.get("files"))
+
+
+def _cut_short(claim: Claim[Run], error: str) -> None:
+    """The source cannot be read any more, but jobs of its first chunks run: staging ends where it stands.
+
+    The lines after the checkpoint cannot be known (nor their keys): the run goes on with the
+    recorded chunks, and says why it is short (``error``, in its announcement).
+    """
+    run = claim.record
+    staged = run.staged
+    staged["done"], staged["error"] = True, f"the source could not be read past line {staged['line']}: {error}"
+    summary = staged["summary"]
+    run.chunks, run.requests, run.invalid = len(staged["files"]), summary["valid"], summary["invalid"]
+    run.error = staged["error"]
+    claim.save()
+    log.error("run cut short: source unreadable", extra={"run_id": run.run_id, "line": staged["line"]})
+
+
+def _upgrade(run: Run) -> None:
+    """A run staged by an earlier release (``{"prefix", "counts"}``, written only once it was staged)."""
+    staged = run.staged
+    if "prefix" in staged and "files" not in staged:
+        prefix, counts = staged["prefix"], staged["counts"]
+        files = [f"{prefix}/{job_key(run.run_id, chunk, 1)}.jsonl" for chunk in range(len(counts))]
+        invalid = [f"{prefix}/invalid.jsonl"] if run.invalid else []
+        total = run.requests + run.invalid
+        summary = ValidationSummary(lines=total, valid=run.requests, invalid=run.invalid).checkpoint()
+        staged.update(files=files, invalid=invalid, keys=[], done=True, summary=summary, offset=0, line=0)
 
 
 def _submit_chunk(
@@ -178,18 +223,35 @@ class _Source:
                     raise PermanentError(f"{run.source} does not exist")
                 return stack.enter_context(self.ports.store.open(run.source, run.generation, start))
             if not staged["source"]:
-                # A bq:// table is exported once, under this holder's own staging prefix, and
-                # recorded: its row order is not stable between reads, and keyless rows get keys
-                # from their line numbers.
-                uri = f"{self.prefix}/source.jsonl"
-                with self.ports.store.writer(uri) as out:
-                    for line in self.ports.warehouse.request_lines(run.source):
-                        out.write(line + b"\n")
-                staged["source"] = uri
-                self.claim.save()
+                self._export()
             return stack.enter_context(self.ports.store.open(staged["source"], None, start))
         except PermanentError as exc:
             raise SourceUnreadable(str(exc)) from exc
+
+    def _export(self) -> None:
+        """Read a bq:// table once into a file under this holder's prefix, and record it.
+
+        Its row order is not stable between reads, and keyless rows get keys from their line
+        numbers. The read is not checkpointed: it must fit one invocation, and after
+        EXPORT_TRIES that did not finish the run is rejected with the reason (no endless retry).
+        """
+        run, staged = self.claim.record, self.claim.record.staged
+        tries = staged.get("export_tries", 0)
+        if tries >= EXPORT_TRIES:
+            raise PermanentError(
+                f"{run.source} could not be read within one invocation ({tries} tries): "
+                "export it to files (gs://) and submit those"
+            )
+        staged["export_tries"] = tries + 1
+        self.claim.save()
+        uri = f"{self.prefix}/source.jsonl"
+        with self.ports.store.writer(uri) as out:
+            for number, line in enumerate(self.ports.warehouse.request_lines(run.source), 1):
+                if number % KEEP_ALIVE_LINES == 0:
+                    self.claim.keep_alive()  # renews the lease; stops at the deadline
+                out.write(line + b"\n")
+        staged["source"] = uri
+        self.claim.save()
 
 
 def _stage(
@@ -202,24 +264,27 @@ def _stage(
     the next chunk starts, the counts so far) in one conditional write, with its keys beside
     it for the duplicate check of later chunks. With SKIP_INVALID_LINES nothing can reject the
     run any more, so a chunk's job is created as soon as it is recorded; without it, only once
-    the whole file is known to be valid (nothing is paid for a file that will be rejected).
+    the whole file is known valid (nothing is paid for a file that will be rejected), and once
+    a line is invalid nothing more is written: the rest of the file is only checked, for the
+    report.
 
     Returns None when this invocation has read its share (SUBMIT_BYTES_PER_INVOCATION, or its
-    time) and a continuation should go on from the checkpoint.
+    time) and a continuation should go on from the checkpoint. The share and the time are
+    checked on every line, valid or not: a checkpoint is taken before a valid line or after an
+    invalid one.
     """
     run = claim.record
     staged = run.staged
     if not staged:
-        staged.update(files=[], counts=[], invalid=[], offset=0, line=0, summary=None, source="", done=False)
+        staged.update(files=[], counts=[], keys=[], invalid=[], offset=0, line=0, summary=None, source="", done=False)
     limits = JobLimits(settings.max_requests_per_job, settings.max_bytes_per_job)
     options = ValidationOptions(limits=limits, max_line_bytes=settings.max_line_bytes, max_examples=100)
     if staged["summary"]:
         summary = ValidationSummary.restore(staged["summary"])
     else:
         summary = ValidationSummary(max_requests=limits.max_requests, max_bytes=limits.max_bytes)
-    keys = KeyIndex(lambda chunk: _read_keys(ports, staged["files"][chunk]))
-    for chunk, uri in enumerate(staged["files"]):
-        keys.add_sealed(chunk, _read_digests(ports, uri))
+    keys = KeyIndex()
+    keys.add_sealed(_read_keys(ports, uri) for uri in staged["keys"])
     # This holder's files go under a prefix of its own (its claim's generation): a holder that
     # was replaced can never overwrite what its successor staged.
     prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
@@ -230,7 +295,6 @@ def _stage(
     def recorded(chunk: int | None) -> None:
         if chunk is not None and early:
             _submit_chunk(ledger, settings, ports, inv, run, chunk, staged["files"][chunk], stage.last)
-            staged["submitted"] = chunk + 1  # saved with the next checkpoint (a repeat finds the job)
 
     out_of_time = False
     marks = Marks()
@@ -239,24 +303,28 @@ def _stage(
         source = _Source(claim, prefix, ports).open(stack, staged["offset"])
         start = (staged["offset"], staged["line"])
         for scanned in scan(source, options, summary, keys=keys, start=start, marks=marks):
+            if scanned.line_number % KEEP_ALIVE_LINES == 0:
+                claim.keep_alive()
+                out_of_time = inv.time_left() < SEGMENT_RESERVE
+            stop = out_of_time or marks.at[0] >= budget_end
             if scanned.issue is not None:
                 if early:
                     stage.invalid(scanned)
+                if stop:  # a checkpoint right after this line
+                    stage.close(None, marks.checkpoint(summary), marks.at)
+                    return None
                 continue
             line = scanned.keyed()
             size = len(line.data) + 1
             full = stage.count >= limits.max_requests or stage.size + size > limits.max_bytes
-            stop = out_of_time or line.offset >= budget_end
-            if (stage.count and full) or stop:
-                recorded(stage.close(line, marks.checkpoint(summary)))
+            if (stage.count and full) or stop:  # a checkpoint right before this line
+                recorded(stage.close(line.key, marks.checkpoint(summary), marks.at))
                 if stop or inv.time_left() < SEGMENT_RESERVE:
-                    return None  # a continuation goes on from right before ``line``
-            stage.add(line, size)
-            if line.line_number % KEEP_ALIVE_LINES == 0:
-                claim.keep_alive()
-                out_of_time = inv.time_left() < SEGMENT_RESERVE
+                    return None
+            # Without SKIP_INVALID_LINES a file with an invalid line is rejected: nothing more to write.
+            stage.add(line, size, write=early or not summary.invalid)
         # The whole file is read: the scan has added its counts to the summary.
-        recorded(stage.close(None, summary.checkpoint()))  # the last chunk and "done", in one write
+        recorded(stage.close(None, summary.checkpoint(), None))  # the last chunk and "done", in one write
     return summary
 
 
@@ -268,19 +336,22 @@ class _Chunks:
         self.files = ExitStack()
         self.out: BinaryIO | None = None
         self.invalid_out: BinaryIO | None = None
-        self.count = self.size = self.last = 0
+        self.count = self.size = self.last = self.written = 0
 
     @property
     def chunk(self) -> int:
-        return len(self.claim.record.staged["files"])
+        return len(self.claim.record.staged["keys"])
 
     def _uri(self, suffix: str) -> str:
         return f"{self.prefix}/{job_key(self.claim.record.run_id, self.chunk, 1)}{suffix}"
 
-    def add(self, line: KeyedLine, size: int) -> None:
-        if self.out is None:
-            self.out = self.files.enter_context(self.ports.store.writer(self._uri(".jsonl")))
-        self.out.write(line.data + b"\n")
+    def add(self, line: KeyedLine, size: int, write: bool = True) -> None:
+        """Add a line to the chunk (only counted, not written, when the run will be rejected)."""
+        if write:
+            if self.out is None:
+                self.out = self.files.enter_context(self.ports.store.writer(self._uri(".jsonl")))
+            self.out.write(line.data + b"\n")
+            self.written += 1
         self.count += 1
         self.size += size
 
@@ -292,53 +363,45 @@ class _Chunks:
         kept = {"line": line.line_number, "key": line.key, "reason": issue.reason, "detail": issue.detail}
         self.invalid_out.write(orjson.dumps(kept) + b"\n")
 
-    def close(self, before: KeyedLine | None, summary: dict[str, Any]) -> int | None:
-        """Close the files, and record them with the checkpoint (before ``before``, or the end).
+    def close(self, keep: str | None, summary: dict[str, Any], at: tuple[int, int] | None) -> int | None:
+        """Close the files, and record them with the checkpoint ``at`` (offset, line; None: the end).
 
-        Returns the chunk recorded, if one was. ``before`` was scanned already: its key is
-        kept for the next chunk, not sealed with this one. At the end (no ``before``) the run
-        is recorded as staged in the same write, and the last chunk's keys are not kept (no
-        later chunk is checked against them).
+        Returns the chunk recorded as a job's input, if one was. ``keep``: the key of a line
+        scanned already that belongs to the next chunk (not sealed with this one). At the end
+        the run is recorded as staged in the same write, and the last chunk's keys are not kept
+        (no later chunk is checked against them).
         """
         run = self.claim.record
-        chunk, staged = self.chunk, run.staged
+        staged, base = run.staged, self._uri("")  # the names the open files were given
         self.files.close()  # the objects appear whole now
         if self.invalid_out is not None:
-            staged["invalid"].append(self._uri(".invalid.jsonl"))
+            staged["invalid"].append(f"{base}.invalid.jsonl")
         recorded = None
-        if self.count:
-            if before is not None:
-                entries, digests = self.keys.seal(chunk, keep=before.key)
-                self.ports.store.write(self._uri(".keys.json"), orjson.dumps(entries))
-                self.ports.store.write(self._uri(".digests"), digests)
-            staged["files"].append(self._uri(".jsonl"))
-            staged["counts"].append(self.count)
-            recorded = chunk
-        if before is not None:
-            staged.update(offset=before.offset, line=before.line_number - 1)
+        if self.count and at is not None:
+            self.ports.store.write(f"{base}.keys", self.keys.seal(keep))
+            staged["keys"].append(f"{base}.keys")
+        if self.written:
+            staged["files"].append(f"{base}.jsonl")
+            staged["counts"].append(self.written)
+            recorded = len(staged["files"]) - 1
+        if at is not None:
+            staged["offset"], staged["line"] = at
         else:
             staged["done"] = True
             run.chunks, run.requests, run.invalid = len(staged["files"]), summary["valid"], summary["invalid"]
         staged["summary"] = summary
         self.claim.save()  # LostClaim when another holder took over: its own files are the ones recorded
         self.claim.keep_alive()
-        self.last, self.count, self.size = self.count, 0, 0
+        self.last, self.count, self.size, self.written = self.written, 0, 0, 0
         self.out = self.invalid_out = None
         return recorded
 
 
-def _read_keys(ports: Ports, chunk_uri: str) -> list[tuple[str, int, bool]]:
-    found = ports.store.read(chunk_uri.removesuffix(".jsonl") + ".keys.json")
+def _read_keys(ports: Ports, uri: str) -> bytes:
+    found = ports.store.read(uri)
     if found is None:
-        raise TransientError(f"the keys of {chunk_uri} are missing")
-    return [(key, line, assigned) for key, line, assigned in orjson.loads(found[0])]
-
-
-def _read_digests(ports: Ports, chunk_uri: str) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    found = ports.store.read(chunk_uri.removesuffix(".jsonl") + ".digests")
-    if found is None:
-        raise TransientError(f"the key digests of {chunk_uri} are missing")
-    return np.frombuffer(found[0], dtype="<u8").astype(np.uint64)
+        raise TransientError(f"the keys {uri} are missing")
+    return found[0]
 
 
 def _reject(

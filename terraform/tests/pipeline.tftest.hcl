@@ -103,8 +103,8 @@ run "pipeline" {
   }
   assert {
     condition = alltrue([
-      for name in ["submit_batch", "submit_request", "collect_results"] :
-      module.function[name].size.memory == "1Gi" && module.function[name].size.cpu == "1"
+      for name, memory in { submit_batch = "2Gi", submit_request = "2Gi", collect_results = "1Gi" } :
+      module.function[name].size.memory == memory && module.function[name].size.cpu == "1"
     ])
     error_message = "the functions that stream files get the size the capacity model sets (README: Capacity)"
   }

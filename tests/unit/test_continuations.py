@@ -12,8 +12,16 @@ import pytest
 from shared.core import keys as keys_module
 from shared.core.errors import TransientError
 from shared.core.keys import JobLimits, KeyIndex
-from shared.core.validate import DUPLICATE_KEY, KEY_COLLISION, ValidationOptions, ValidationSummary, scan, validate
-from shared.services.submit import SEGMENT_RESERVE, submit
+from shared.core.validate import (
+    DUPLICATE_KEY,
+    KEY_COLLISION,
+    Marks,
+    ValidationOptions,
+    ValidationSummary,
+    scan,
+    validate,
+)
+from shared.services.submit import SEGMENT_RESERVE, resume, submit
 from tests.unit.test_services import SETTINGS, World, _line
 
 SMALL = dataclasses.replace(SETTINGS, max_requests_per_job=3, submit_bytes_per_invocation=250)
@@ -43,7 +51,7 @@ def test_a_file_larger_than_an_invocation_is_staged_in_continuations_with_every_
     results = _hand_on(world)
     assert results.count("continued") >= 10 and results[-1] == "submitted"
     staged = _staged(world)
-    assert len(staged["files"]) >= 20 and staged["done"] and staged["line"] < 60
+    assert len(staged["files"]) >= 20 and staged["done"]
     # Every line is in exactly one chunk, once, within the per-job limit.
     staged_keys = []
     for uri, count in zip(staged["files"], staged["counts"], strict=True):
@@ -150,31 +158,44 @@ def test_an_invocation_short_of_time_hands_on_at_the_next_chunk() -> None:
     assert _hand_on(world)[-1] == "submitted"
 
 
-def test_a_digest_collision_is_not_taken_for_a_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys_module, "key_digest", lambda key: 7)  # every key collides
-    sealed: dict[int, list[tuple[str, int, bool]]] = {}
-    index = KeyIndex(lambda chunk: sealed[chunk])
+def test_sealed_keys_are_found_again_in_a_later_invocation_and_halves_of_a_digest_both_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = keys_module.key_digest
+    monkeypatch.setattr(keys_module, "key_digest", lambda key: (7, real(key)[1]))  # every first half collides
+    index = KeyIndex()
     index.add("a", 1, False)
-    sealed[0] = index.seal(0)[0]
-    index.add("b", 2, True)
-    sealed[1] = index.seal(1)[0]
-    assert index.earlier("c") is None
-    assert index.earlier("a") == (1, False) and index.earlier("b") == (2, True)
+    index.add("line-0000002", 2, True)
+    index.add("c", 3, False)
+    sealed = index.seal(keep="c")  # "c" belongs to the next chunk
+    later = KeyIndex()
+    later.add_sealed([sealed])
+    assert later.earlier("a") == (1, False) and later.earlier("line-0000002") == (2, True)
+    assert later.earlier("c") is None and later.earlier("b") is None
+    assert index.current == {"c": 6} and index.earlier("c") == (3, False)
 
 
 def test_a_scan_resumed_from_its_checkpoint_ends_with_the_summary_of_one_pass() -> None:
-    data = b"".join(_line(f"q{i}", f"k{i % 7}" if i % 5 else None) + b"\n" for i in range(30)) + b"[1]\n\n"
-    options = ValidationOptions(limits=JobLimits(3, 10**6))
-    whole = validate(io.BytesIO(data), options)
-    # Stop after line 12 (as a continuation does: the checkpoint is the start of line 13).
-    cut = next(line.offset for line in scan(io.BytesIO(data), options, ValidationSummary()) if line.line_number == 13)
-    head, keys = ValidationSummary(max_requests=3, max_bytes=10**6), KeyIndex()
-    for _ in scan(io.BytesIO(data[:cut]), options, head, keys=keys):
-        pass
-    rest = ValidationSummary.restore(head.checkpoint())
-    for _ in scan(io.BytesIO(data[cut:]), options, rest, keys=keys, start=(cut, 12)):
-        pass
-    assert rest.as_dict() == whole.as_dict()
+    lines = [_line(f"q{i}", f"k{i % 7}" if i % 5 else None) for i in range(30)] + [b"[1]", b"", b"{bad"]
+    for terminator, bom in ((b"\n", b""), (b"\r\n", b"\xef\xbb\xbf")):
+        data = bom + b"".join(line + terminator for line in lines)
+        options = ValidationOptions(limits=JobLimits(3, 10**6))
+        whole = validate(io.BytesIO(data), options)
+        for cut_at in (2, 13, 31, 33):  # before a valid line, after an invalid one, near the end
+            marks, head, keys = Marks(), ValidationSummary(max_requests=3, max_bytes=10**6), KeyIndex()
+            scanned = scan(io.BytesIO(data), options, head, keys=keys, marks=marks)
+            for line in scanned:
+                if line.line_number == cut_at:
+                    break
+            checkpoint, (offset, number) = marks.checkpoint(head), marks.at
+            if line.issue is None:  # a continuation starts with this line: its key is not sealed yet
+                keys.current.pop(line.key)
+            # The next line starts right there (or the file ends).
+            assert data[offset:].startswith(lines[number] + terminator) if number < len(lines) else offset == len(data)
+            rest = ValidationSummary.restore(checkpoint)
+            for _ in scan(io.BytesIO(data[offset:]), options, rest, keys=keys, start=(offset, number)):
+                pass
+            assert rest.as_dict() == whole.as_dict(), (terminator, cut_at)
 
 
 def test_a_run_goes_on_with_the_staging_settings_it_was_created_with() -> None:
@@ -183,3 +204,89 @@ def test_a_run_goes_on_with_the_staging_settings_it_was_created_with() -> None:
     world.settings = dataclasses.replace(SETTINGS, max_requests_per_job=1)  # the function resuming it differs
     assert _hand_on(world).count("continued") >= 5  # still SMALL's share per invocation
     assert max(_staged(world)["counts"]) == 3  # and SMALL's chunks
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_crlf_and_bom_files_go_on_from_the_right_byte(skip: bool) -> None:
+    lines = [_line(f"question {i}", f"k{i}" if i % 2 else None) for i in range(30)]
+    world = World([], dataclasses.replace(SMALL, skip_invalid_lines=skip))
+    world.store.write(world.sub.source, b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    world.sub = dataclasses.replace(world.sub, generation=world.store.generation(world.sub.source))
+    assert world.submit() == "continued"
+    assert _hand_on(world)[-1] == "submitted"  # a valid file stays valid, whatever its line ends
+    world.finish()
+    world.drive()
+    keys = sorted(k for k, _, outcome in world.keyed_rows() if outcome == "SUCCEEDED")
+    expected = sorted(f"k{i}" if i % 2 else f"line-{i + 1:07d}" for i in range(30))
+    assert keys == expected and len(world.warehouse.rows()) == 30
+
+
+def test_a_chunk_whose_job_a_failed_holder_never_created_gets_one() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(30)], dataclasses.replace(SMALL, skip_invalid_lines=True))
+    world.store.fail_writes["active/r1-c0003-a1"] = 1  # chunk 3 is recorded, then its job cannot be started
+    results = []
+    for _ in range(100):
+        try:
+            results.append(world.submit() if not results else (world.deliver() or [world.submit()])[-1])
+        except TransientError:
+            results.append("retried")  # the trigger retries the event
+        if results[-1] in ("submitted", "duplicate"):
+            break
+    assert any(r.startswith("retried") for r in results) and world.run()["status"] == "RUNNING"
+    assert world.jobs.creates == len(_staged(world)["files"])  # chunk 3 too
+    world.finish()
+    world.drive()
+    assert world.run()["announced"] and len(world.warehouse.rows()) == 30
+
+
+def test_a_rejection_that_failed_half_way_is_not_taken_for_a_valid_file_on_the_retry() -> None:
+    lines = [_line(f"q{i}", f"k{i}") for i in range(12)]
+    lines[7] = b"{oops"
+    world = World(lines, dataclasses.replace(SMALL, submit_bytes_per_invocation=10**9))
+    world.store.fail_writes["rejected/"] = 1  # the report cannot be written, once
+    with pytest.raises(TransientError):
+        world.submit()
+    assert world.submit() == "rejected"
+    assert world.jobs.creates == 0 and _report(world)["invalid_by_reason"] == {"invalid_json": 1}
+
+
+def test_a_source_replaced_mid_file_ends_the_run_with_what_ran_and_says_why() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(30)], dataclasses.replace(SMALL, skip_invalid_lines=True))
+    assert world.submit() == "continued"
+    paid = world.jobs.creates
+    assert paid >= 1
+    world.store.write(world.sub.source, b"replaced\n")  # the pinned generation is gone (no versioning)
+    assert world.deliver() == ["submitted"]  # not rejected: its first jobs run already
+    world.finish()
+    world.drive()
+    run = world.run()
+    assert run["announced"] and run["status"] == "COMPLETE" and "could not be read past line" in run["error"]
+    assert len(world.warehouse.rows()) == run["requests"] < 30
+    assert world.results()[0]["error"] == run["error"]
+
+
+def test_a_long_stretch_of_invalid_lines_is_handed_on_and_no_chunk_is_written_after_the_first() -> None:
+    lines = [_line(f"q{i}", f"k{i}") for i in range(4)] + [b'{"request": {}}'] * 120 + [_line("z", "kz")] * 4
+    world = World(lines, SMALL)
+    world.submit()
+    results = _hand_on(world)
+    assert results.count("continued") >= 5 and results[-1] == "rejected"
+    report = _report(world)
+    assert report["invalid"] == 120 + 3 and report["lines"] == 128  # kz repeats: 3 duplicates
+    written = [u for u in world.store.objects if u.endswith("-a1.jsonl") and "/staging/" in u]
+    assert len(written) <= 2 and world.jobs.creates == 0  # the first lines' chunks only, nothing paid
+
+
+def test_a_run_staged_by_the_previous_release_goes_on() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(3)])
+    prefix = "gs://work/staging/r1/s1"
+    world.store.write(f"{prefix}/r1-c0000-a1.jsonl", b"\n".join(_line(f"q{i}", f"k{i}") for i in range(2)) + b"\n")
+    world.store.write(f"{prefix}/r1-c0001-a1.jsonl", _line("q2", "k2") + b"\n")
+    old = {
+        "run_id": "r1", "source": world.sub.source, "model": "gemini-2.5-flash", "status": "SUBMITTING",
+        "generation": world.sub.generation, "chunks": 2, "requests": 3,
+        "staged": {"prefix": prefix, "counts": [2, 1]},
+    }  # fmt: skip
+    world.store.write("gs://work/ledger/runs/r1.json", orjson.dumps(old))
+    assert resume("r1", world.settings, world.ports, world.inv()) == "submitted"
+    assert world.jobs.creates == 2

@@ -11,6 +11,7 @@ from shared.config import Settings
 from shared.core.errors import PermanentError, StillRunning, TransientError, UncertainError
 from shared.core.records import Run, state_table
 from shared.ports import Ports
+from shared.services.attempts import submit_attempt
 from shared.services.collect import collect
 from shared.services.ledger import DeadlineNear, Ledger, LostClaim
 from shared.services.poll import poll
@@ -216,10 +217,18 @@ def test_a_stale_submitter_cannot_create_after_its_claim_was_taken_over(monkeypa
 def test_a_holder_near_its_invocation_deadline_stops_before_a_paid_side_effect() -> None:
     world = World([_line("q", "k")])
     inv = world.inv(timeout=60)  # 60 s of invocation: not enough to create a job (90 s margin)
+    assert submit(world.sub, SETTINGS, world.ports, inv) == "continued"  # handed on, staged
+    assert world.jobs.creates == 0 and world.run()["claimed_at"] == ""
+    assert world.deliver() == ["submitted"]  # the continuation creates the job
+    assert world.jobs.creates == 1
+    # The attempt itself checks too, for whoever creates one (a retry, the poller's redrive).
+    record = world.job()
+    world.jobs.jobs.clear()
+    run = Run.from_json(world.run())
     with pytest.raises(DeadlineNear):
-        submit(world.sub, SETTINGS, world.ports, inv)
-    assert world.jobs.creates == 0 and world.job()["claimed_at"] == ""  # released for the redelivery
-    assert world.submit() == "submitted"
+        submit_attempt(
+            Ledger(world.store, "work", 60), SETTINGS, world.ports, world.inv(60), run, 0, 2, record["input_uri"], 1
+        )
 
 
 def test_run_ends_with_one_row_per_key_retries_included_and_is_announced_once() -> None:

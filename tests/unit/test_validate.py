@@ -53,6 +53,7 @@ def test_validate_accepts_the_real_vertex_requests() -> None:
         (b"[1, 2]", v.NOT_AN_OBJECT),
         (b'"just a string"', v.NOT_AN_OBJECT),
         (b'{"key": "k"}', v.MISSING_REQUEST),
+        (b'{"key": null,' + GOOD[1:], v.INVALID_KEY),  # null is not "no key": it would be sent twice
         (b'{"request": []}', v.MISSING_REQUEST),
         (_req(), v.CONTENTS_MISSING),
         (_req(contents={"role": "user"}), v.CONTENTS_NOT_A_LIST),

@@ -54,8 +54,8 @@ variable "cpu" {
   description = "vCPUs of one instance (README: Capacity)."
   default     = "1"
   validation {
-    condition     = contains(["0.583", "1", "2", "4"], var.cpu)
-    error_message = "cpu must be one of 0.583, 1, 2, 4."
+    condition     = contains(["1", "2"], var.cpu)
+    error_message = "cpu must be 1 or 2 (the code runs in one thread; 2 only helps a bq:// read)."
   }
 }
 
