@@ -38,6 +38,9 @@ VARIABLES: Final = {
     "max_event_age_seconds": "MAX_EVENT_AGE_SECONDS",
 }
 REQUIRED: Final = tuple(VARIABLES.values())[:9]
+# A handler needs this long to do one paid step and hand the rest on (a batch job's create takes
+# up to 90 s with its margin: services/attempts.py CREATE_NEEDS).
+MIN_FUNCTION_TIMEOUT_SECONDS: Final = 180
 
 
 class SettingsError(PermanentError):
@@ -104,8 +107,12 @@ class Settings:
             raise SettingsError("bad settings: MAX_ATTEMPTS must be at least 1")
         if settings.submit_bytes_per_invocation < 1:
             raise SettingsError("bad settings: SUBMIT_BYTES_PER_INVOCATION must be positive")
-        if settings.lease_seconds < 1 or settings.function_timeout_seconds < 1:
-            raise SettingsError("bad settings: LEASE_SECONDS and FUNCTION_TIMEOUT_SECONDS must be positive")
+        if settings.lease_seconds < 1:
+            raise SettingsError("bad settings: LEASE_SECONDS must be positive")
+        if settings.function_timeout_seconds < MIN_FUNCTION_TIMEOUT_SECONDS:
+            raise SettingsError(
+                f"bad settings: FUNCTION_TIMEOUT_SECONDS must be at least {MIN_FUNCTION_TIMEOUT_SECONDS}"
+            )
         return settings
 
     @staticmethod

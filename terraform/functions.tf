@@ -33,7 +33,7 @@ locals {
 
   # Sizes from `make bench-e2e` (README: Capacity). Each function works on one request at a time
   # in one Python thread: 1 vCPU, and memory for its peak with 2x to spare: ~260 MiB at a
-  # 200k-request chunk; a submitter holding the key index of a 10M-line file, ~600 MiB.
+  # 200k-request chunk; a submitter reading back the key index of a 10M-line file, ~650 MiB.
   sizes = {
     submit  = { memory = "2Gi", cpu = "1", timeout_seconds = 540 }
     collect = { memory = "1Gi", cpu = "1", timeout_seconds = 540 }

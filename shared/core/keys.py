@@ -113,7 +113,7 @@ def key_digest(key: str) -> tuple[int, int]:
 
 
 class KeyIndex:
-    """Every key of a file seen so far, in memory bounded by one chunk.
+    """Every key of a file seen so far: one chunk's exactly, the rest as 20 bytes a key.
 
     The keys of the chunk being filled are held exactly (``current``: key -> ``line * 2 +
     assigned``, read and written directly by the validator's hot loop). Those of sealed
@@ -189,6 +189,7 @@ class KeyIndex:
         hi = np.concatenate([p[0] for p in parts])
         lo = np.concatenate([p[1] for p in parts])
         codes = np.concatenate([p[2] for p in parts])
+        del parts  # copied: one copy of the keys at a time
         if self._filter is None:
             self._filter = bytearray(1 << (_FILTER_BITS - 3))
         bits = hi >> np.uint64(_FILTER_SHIFT)
@@ -197,8 +198,12 @@ class KeyIndex:
             (bits >> np.uint64(3)).astype(np.intp),
             (np.uint8(1) << (bits & np.uint64(7)).astype(np.uint8)),
         )
+        del bits
         order = np.argsort(hi, kind="stable")
-        hi, lo, codes = hi[order], lo[order], codes[order]
+        hi = hi[order]
+        lo = lo[order]
+        codes = codes[order]
+        del order
         if self._hi is None:
             self._hi, self._lo, self._codes = hi, lo, codes
         else:

@@ -9,8 +9,10 @@ redelivery or the poller's resume message goes on from what the ledger records.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
@@ -18,7 +20,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import PermanentError, TransientError
+from shared.core.errors import PermanentError, RefusedError, TransientError
 from shared.core.ids import job_key
 from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
 from shared.core.lines import iter_lines
@@ -28,7 +30,7 @@ from shared.core.records import JOB_CLAIMED, RUN_SUBMITTING, Run
 from shared.core.validate import Marks, ScannedLine, ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
 from shared.services.attempts import CREATE_NEEDS, submit_attempt
-from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
+from shared.services.ledger import Claim, ClaimHeld, DeadlineNear, Invocation, Ledger, stamp
 from shared.services.loads import load_entry, load_once
 from shared.services.runs import complete_run, release_work_files
 
@@ -38,6 +40,7 @@ UPLOAD: Final = "upload"
 MESSAGE: Final = "message"
 KEEP_ALIVE_LINES: Final = 20_000
 EXPORT_TRIES: Final = 3  # invocations a bq:// read may take before the run is rejected
+CHECK_BYTES: Final = 64 << 20  # the lease and the time are looked at every 64 MiB too (long lines)
 # Settings a run is staged with, frozen when it is created: every invocation that goes on with it
 # (submit_batch, submit_request, after a redeploy) splits and checks it the same way.
 STAGING_SETTINGS: Final = (
@@ -136,7 +139,7 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     for chunk in range(len(files)):  # every chunk: one whose job a dead holder never created too
         found = ledger.get_job(run.run_id, chunk, 1)
         if found is None or found[0].status == JOB_CLAIMED:  # no job yet (or its create failed)
-            if inv.time_left() < SEGMENT_RESERVE:
+            if inv.time_left() < CREATE_NEEDS + 30:
                 return _continue(claim, settings, ports)  # the rest of the jobs in a fresh invocation
             _submit_chunk(ledger, settings, ports, inv, run, chunk, files[chunk], counts[chunk])
             claim.keep_alive()
@@ -180,6 +183,8 @@ def _upgrade(run: Run) -> None:
         total = run.requests + run.invalid
         summary = ValidationSummary(lines=total, valid=run.requests, invalid=run.invalid).checkpoint()
         staged.update(files=files, invalid=invalid, keys=[], done=True, summary=summary, offset=0, line=0)
+        if run.invalid:  # it was staged with invalid lines, so in skip mode (a rejected run was not staged)
+            run.options.setdefault("skip_invalid_lines", True)
 
 
 def _submit_chunk(
@@ -207,6 +212,17 @@ def _continue(claim: Claim[Run], settings: Settings, ports: Ports) -> str:
 
 class SourceUnreadable(PermanentError):
     """The run's source cannot be read (gone, replaced, refused)."""
+
+
+@contextlib.contextmanager
+def _unreadable_when_gone(source: str) -> Iterator[None]:
+    """A 404 while the source is being read (it was deleted or replaced meanwhile) is SourceUnreadable."""
+    try:
+        yield
+    except RefusedError as exc:
+        if exc.code != 404:
+            raise
+        raise SourceUnreadable(f"{source}: {exc}") from exc
 
 
 class _Source:
@@ -245,11 +261,16 @@ class _Source:
         staged["export_tries"] = tries + 1
         self.claim.save()
         uri = f"{self.prefix}/source.jsonl"
-        with self.ports.store.writer(uri) as out:
-            for number, line in enumerate(self.ports.warehouse.request_lines(run.source), 1):
-                if number % KEEP_ALIVE_LINES == 0:
-                    self.claim.keep_alive()  # renews the lease; stops at the deadline
-                out.write(line + b"\n")
+        try:
+            with self.ports.store.writer(uri) as out:
+                for number, line in enumerate(self.ports.warehouse.request_lines(run.source), 1):
+                    if number % KEEP_ALIVE_LINES == 0:
+                        self.claim.keep_alive()  # renews the lease; stops at the deadline
+                    out.write(line + b"\n")
+        except TransientError as exc:
+            if not isinstance(exc, DeadlineNear):
+                staged["export_tries"] = tries  # only a read that ran out of time counts (saved on release)
+            raise
         staged["source"] = uri
         self.claim.save()
 
@@ -298,20 +319,22 @@ def _stage(
 
     out_of_time = False
     marks = Marks()
-    with ExitStack() as stack:
+    check_at = staged["offset"] + CHECK_BYTES
+    with ExitStack() as stack, _unreadable_when_gone(run.source):
         stack.enter_context(stage.files)  # a failure cancels the open writers: no half-written chunk
         source = _Source(claim, prefix, ports).open(stack, staged["offset"])
         start = (staged["offset"], staged["line"])
         for scanned in scan(source, options, summary, keys=keys, start=start, marks=marks):
-            if scanned.line_number % KEEP_ALIVE_LINES == 0:
+            if scanned.line_number % KEEP_ALIVE_LINES == 0 or marks.at[0] >= check_at:
                 claim.keep_alive()
                 out_of_time = inv.time_left() < SEGMENT_RESERVE
+                check_at = marks.at[0] + CHECK_BYTES
             stop = out_of_time or marks.at[0] >= budget_end
             if scanned.issue is not None:
                 if early:
                     stage.invalid(scanned)
                 if stop:  # a checkpoint right after this line
-                    stage.close(None, marks.checkpoint(summary), marks.at)
+                    recorded(stage.close(None, marks.checkpoint(summary), marks.at))
                     return None
                 continue
             line = scanned.keyed()
@@ -373,12 +396,16 @@ class _Chunks:
         """
         run = self.claim.record
         staged, base = run.staged, self._uri("")  # the names the open files were given
+        # Every write first, then the record changes, saved at once: a failure in between
+        # leaves nothing recorded (a release saves the record as it is in memory).
         self.files.close()  # the objects appear whole now
+        sealed = self.count and at is not None
+        if sealed:
+            self.ports.store.write(f"{base}.keys", self.keys.seal(keep))
         if self.invalid_out is not None:
             staged["invalid"].append(f"{base}.invalid.jsonl")
         recorded = None
-        if self.count and at is not None:
-            self.ports.store.write(f"{base}.keys", self.keys.seal(keep))
+        if sealed:
             staged["keys"].append(f"{base}.keys")
         if self.written:
             staged["files"].append(f"{base}.jsonl")
@@ -460,7 +487,9 @@ def _load_invalid_rows(claim: Claim[Run], settings: Settings, ports: Ports) -> N
         return
     rows_uri = f"gs://{settings.work_bucket}/rows/{run.run_id}/invalid.g{claim.generation}.ndjson"
     if entry is None:
-        context = RowContext(run.run_id, None, run.source, 1, stamp(claim.inv.now()))
+        # Attempt 0: never sent. A late duplicate's row must not hide the answer its key got
+        # (latest_predictions keeps the highest attempt), whichever was loaded first.
+        context = RowContext(run.run_id, None, run.source, 0, stamp(claim.inv.now()))
         with ports.store.writer(rows_uri) as out:
             for segment in run.staged["invalid"]:
                 claim.keep_alive()

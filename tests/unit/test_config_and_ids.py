@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import REQUIRED, Settings, SettingsError
+from shared.config import MIN_FUNCTION_TIMEOUT_SECONDS, REQUIRED, Settings, SettingsError
 from shared.core.errors import PermanentError
 from shared.core.ids import (
     ObjectRef,
@@ -16,6 +16,7 @@ from shared.core.ids import (
     user_labels,
 )
 from shared.core.messages import check_model, check_source, parse_request_message
+from shared.services.attempts import CREATE_NEEDS
 
 BASE = {name: "x" for name in REQUIRED}
 
@@ -39,6 +40,14 @@ def test_settings_defaults_and_overrides() -> None:
     assert (settings.max_attempts, settings.skip_invalid_lines, settings.model) == (5, True, "gemini-2.5-flash")
     assert settings.max_requests_per_job == 200_000 and settings.queue_timeout_seconds == 72 * 3600
     assert set(Settings.variables()) >= set(REQUIRED) | {"MAX_ATTEMPTS", "SKIP_INVALID_LINES"}
+
+
+def test_a_function_timeout_too_short_for_one_paid_step_and_a_hand_on_is_refused() -> None:
+    assert MIN_FUNCTION_TIMEOUT_SECONDS >= CREATE_NEEDS + 30  # one job created, then the rest handed on
+    with pytest.raises(SettingsError, match="FUNCTION_TIMEOUT_SECONDS must be at least"):
+        Settings.from_env({**BASE, "FUNCTION_TIMEOUT_SECONDS": str(MIN_FUNCTION_TIMEOUT_SECONDS - 1)})
+    with pytest.raises(SettingsError, match="SUBMIT_BYTES_PER_INVOCATION must be positive"):
+        Settings.from_env({**BASE, "SUBMIT_BYTES_PER_INVOCATION": "0"})
 
 
 def test_run_ids_depend_on_the_object_generation_only() -> None:

@@ -290,3 +290,40 @@ def test_a_run_staged_by_the_previous_release_goes_on() -> None:
     world.store.write("gs://work/ledger/runs/r1.json", orjson.dumps(old))
     assert resume("r1", world.settings, world.ports, world.inv()) == "submitted"
     assert world.jobs.creates == 2
+
+
+def test_a_checkpoint_whose_keys_could_not_be_written_records_nothing_so_no_line_gets_two_rows() -> None:
+    lines = [_line(f"q{i}", f"k{i}") for i in range(30)]
+    lines[4] = lines[11] = b"{broken"
+    world = World(lines, dataclasses.replace(SMALL, skip_invalid_lines=True))
+    world.store.fail_writes[".keys"] = 1  # the first chunk's keys, once
+    with pytest.raises(TransientError):
+        world.submit()
+    assert world.submit() == "continued"
+    _hand_on(world)
+    world.finish()
+    world.drive()
+    rows = world.warehouse.rows()
+    assert len(rows) == 30 and sorted(r["outcome"] for r in rows).count("FAILED") == 2
+
+
+def test_a_late_duplicate_loaded_after_its_key_was_answered_does_not_hide_the_answer() -> None:
+    lines = [_line(f"q{i}", f"k{i}") for i in range(40)]
+    lines[35] = _line("again", "k2")
+    world = World(lines, dataclasses.replace(SMALL, skip_invalid_lines=True))
+    world.submit()
+    for _ in range(200):  # jobs answer and are collected while the file is still being staged
+        world.finish()
+        world.drive(1)
+        if world.run().get("announced"):
+            break
+    latest = world.warehouse.latest("r1")
+    assert latest["k2"]["outcome"] == "SUCCEEDED" and len(latest) == 39  # 40 lines, 39 keys
+    assert world.results()[0]["counts"] == {"SUCCEEDED": 39}
+
+
+def test_with_skip_a_chunk_closed_at_an_invalid_line_starts_its_job_at_once() -> None:
+    lines = [_line(f"q{i}", f"k{i}") for i in range(3)] + [b'{"request": {}}'] * 30 + [_line("z", "kz")]
+    world = World(lines, dataclasses.replace(SMALL, skip_invalid_lines=True))
+    assert world.submit() == "continued"  # handed on in the stretch of invalid lines
+    assert world.jobs.creates == 1 and len(_staged(world)["files"]) == 1

@@ -63,6 +63,11 @@ variable "timeout_seconds" {
   type        = number
   description = "Longest run of one invocation."
   default     = 540
+  validation {
+    # 540 s: an event-driven function's longest; 180 s: one paid step and a hand-on (shared/config.py).
+    condition     = var.timeout_seconds >= 180 && var.timeout_seconds <= 540
+    error_message = "timeout_seconds must be between 180 and 540."
+  }
 }
 
 variable "concurrency" {
