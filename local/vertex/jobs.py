@@ -24,6 +24,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +81,10 @@ STATUS = {
 }
 # Emulated seconds spent in each state (before time_scale).
 QUEUED_SECONDS, PENDING_SECONDS, RUNNING_SECONDS, PER_REQUEST_SECONDS, EXPIRE_SECONDS = 2.0, 1.0, 1.0, 0.002, 5.0
+# Vertex runs a limited number of Gemini batch jobs at once per project and region; the rest wait
+# QUEUED, in the order they were created (POST /_emulator/limits {"running": N} changes it).
+MAX_RUNNING = 8
+LIVE = frozenset({"JOB_STATE_PENDING", "JOB_STATE_RUNNING"})
 
 
 class ApiError(Exception):
@@ -193,6 +198,11 @@ class Job:
     stats: dict[str, int] = field(default_factory=dict)
 
 
+def _region(job: Job) -> str:
+    """``projects/P/locations/L`` of a job."""
+    return job.name.split("/batchPredictionJobs/")[0]
+
+
 def _split(uri: str, scheme: str) -> tuple[str, str]:
     rest = uri.removeprefix(scheme)
     bucket, _, path = rest.partition("/")
@@ -241,6 +251,8 @@ class JobStore:
         self.call_faults: dict[str, list[CallFault]] = {call: [] for call in CALLS}
         self.job_rules: list[dict[str, Any]] = []
         self.once_seen: set[bytes] = set()
+        self.max_running = MAX_RUNNING
+        self._live: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vertex-runner", daemon=True)
 
@@ -256,7 +268,10 @@ class JobStore:
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             with self.lock:
-                jobs = [j for j in self.jobs.values() if j.state not in FINAL]
+                jobs = [j for j in self.jobs.values() if j.state not in FINAL]  # in creation order
+                # Slots held per project and region at the start of the pass (a slot freed during
+                # it is given on the next one, so that the oldest waiting job gets it).
+                self._live = Counter(_region(j) for j in jobs if j.state in LIVE)
             for job in jobs:
                 try:
                     self.advance(job)
@@ -430,11 +445,14 @@ class JobStore:
             with self.lock:
                 if "expire" in faults:
                     self._finish(job, "JOB_STATE_EXPIRED", {"code": 4, "message": "The job expired in the queue."})
-                elif "stuck-queued" not in faults:
+                elif "stuck-queued" in faults:
+                    job.due = float("inf")
+                elif self._live[_region(job)] >= self.max_running:
+                    pass  # waits for a slot, looked at again on every pass (in creation order: first come first)
+                else:
+                    self._live[_region(job)] += 1
                     job.state, job.due = "JOB_STATE_PENDING", time.monotonic() + self._seconds(job, PENDING_SECONDS)
                     self._touch(job)
-                else:
-                    job.due = float("inf")
         elif state == "JOB_STATE_PENDING":
             self._start_running(job)
         elif state == "JOB_STATE_RUNNING":

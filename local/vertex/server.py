@@ -15,7 +15,9 @@ call faults and job faults::
      "jobs": [{"labels": {...}, "faults": {"partial": "true"}, "count": 1}]}
 
 (see ``jobs.CallFault``); ``GET`` shows what is queued, ``DELETE`` forgets it;
-``POST /_emulator/reset`` forgets everything, jobs included.
+``POST /_emulator/limits`` ``{"running": N}`` sets how many jobs run at once per project and
+region (8 by default, as Vertex: the rest wait QUEUED, first come first served);
+``POST /_emulator/reset`` forgets everything, jobs included, and restores the limit.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 
-from local.vertex.jobs import ApiError, JobStore, filter_labels
+from local.vertex.jobs import MAX_RUNNING, ApiError, JobStore, filter_labels
 
 BASE = "/<version>/projects/<project>/locations/<location>/batchPredictionJobs"
 DROP = "emulator.drop"  # environ key: how the WSGI layer must drop this request's connection
@@ -157,12 +159,23 @@ def create_app(store: JobStore) -> Flask:
             store.clear_faults()
         return _json(store.faults_view())
 
+    @app.post("/_emulator/limits")
+    def limits() -> Response:
+        body = request.get_json(silent=True) or {}
+        running = body.get("running") if isinstance(body, dict) else None
+        if not isinstance(running, int) or running < 1:
+            raise ApiError(400, "INVALID_ARGUMENT", '{"running": N}: N jobs at once per project and region, N >= 1')
+        with store.lock:
+            store.max_running = running
+        return _json({"running": store.max_running})
+
     @app.post("/_emulator/reset")
     def reset() -> Response:
         with store.lock:
             store.jobs.clear()
             store.clear_faults()
             store.once_seen.clear()
+            store.max_running = MAX_RUNNING
         return _json({})
 
     return app

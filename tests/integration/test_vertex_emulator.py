@@ -257,6 +257,29 @@ def test_vertex_cancel_stuck_job_then_delete(cloud: Endpoints) -> None:
     assert missing.value.code == 404
 
 
+def test_vertex_runs_a_limited_number_of_jobs_at_once_and_the_rest_wait_queued_in_order(cloud: Endpoints) -> None:
+    requests.post(f"{cloud.vertex}/_emulator/limits", json={"running": 2}, timeout=10).raise_for_status()
+    client = genai_client(cloud)
+    try:
+        names = [_create(cloud, _upload(cloud, [_request(f"q{i}", "a")]), client=client)[0].name for i in range(5)]
+        most, started = 0, {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            jobs = {name: _raw_job(cloud, name) for name in names}
+            most = max(most, sum(1 for j in jobs.values() if j["state"] in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING")))
+            started.update({n: j["startTime"] for n, j in jobs.items() if j.get("startTime")})
+            if all(j["state"] in FINAL for j in jobs.values()):
+                break
+            time.sleep(0.01)
+        assert all(_raw_job(cloud, n)["state"] == "JOB_STATE_SUCCEEDED" for n in names)
+        assert most == 2  # never more than the limit, and the limit used
+        assert sorted(names, key=lambda n: started[n]) == names  # first come, first served
+    finally:
+        requests.post(f"{cloud.vertex}/_emulator/limits", json={"running": 8}, timeout=10).raise_for_status()
+    bad = requests.post(f"{cloud.vertex}/_emulator/limits", json={"running": 0}, timeout=10)
+    assert bad.status_code == 400
+
+
 def test_vertex_stuck_queued_stays_queued(cloud: Endpoints) -> None:
     job, _ = _create(cloud, _upload(cloud, [_request("hi", "a")]), {"emulator-stuck-queued": "true"})
     client = genai_client(cloud)  # keep it: google-genai 3.x closes its HTTP client when collected
