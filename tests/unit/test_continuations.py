@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from shared.core import keys as keys_module
+from shared.core import validate as validate_module
 from shared.core.errors import TransientError
 from shared.core.keys import JobLimits, KeyIndex
 from shared.core.validate import (
@@ -327,3 +328,12 @@ def test_with_skip_a_chunk_closed_at_an_invalid_line_starts_its_job_at_once() ->
     world = World(lines, dataclasses.replace(SMALL, skip_invalid_lines=True))
     assert world.submit() == "continued"  # handed on in the stretch of invalid lines
     assert world.jobs.creates == 1 and len(_staged(world)["files"]) == 1
+
+
+def test_validate_seals_keys_as_it_goes_and_still_finds_every_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [_line(f"q{i}", f"k{i % 9}" if i % 4 else None) for i in range(40)]
+    data = b"".join(line + b"\n" for line in lines)
+    whole = validate(io.BytesIO(data))
+    monkeypatch.setattr(validate_module, "SEAL_EVERY", 3)  # keys sealed every 3 (a 10M-line file: 1M)
+    sealed = validate(io.BytesIO(data))
+    assert sealed.as_dict() == whole.as_dict() and sealed.keys_duplicated == whole.keys_duplicated > 10
