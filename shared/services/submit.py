@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final
@@ -215,14 +215,17 @@ class SourceUnreadable(PermanentError):
 
 
 @contextlib.contextmanager
-def _unreadable_when_gone(source: str) -> Iterator[None]:
-    """A 404 while the source is being read (it was deleted or replaced meanwhile) is SourceUnreadable."""
+def _unreadable_when_gone(reading: Callable[[], str]) -> Iterator[None]:
+    """A 404 while the file ``reading()`` names is being read (deleted or replaced meanwhile) is SourceUnreadable.
+
+    Only that read's: a 404 from any other call in the block (a ledger read, Vertex) stays what it is.
+    """
     try:
         yield
     except RefusedError as exc:
-        if exc.code != 404:
+        if exc.code != 404 or f"reading {reading()}" not in str(exc):
             raise
-        raise SourceUnreadable(f"{source}: {exc}") from exc
+        raise SourceUnreadable(str(exc)) from exc
 
 
 class _Source:
@@ -320,7 +323,8 @@ def _stage(
     out_of_time = False
     marks = Marks()
     check_at = staged["offset"] + CHECK_BYTES
-    with ExitStack() as stack, _unreadable_when_gone(run.source):
+    read_from = lambda: run.source if run.source.startswith("gs://") else staged["source"]  # noqa: E731
+    with ExitStack() as stack, _unreadable_when_gone(read_from):
         stack.enter_context(stage.files)  # a failure cancels the open writers: no half-written chunk
         source = _Source(claim, prefix, ports).open(stack, staged["offset"])
         start = (staged["offset"], staged["line"])
