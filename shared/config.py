@@ -30,6 +30,8 @@ VARIABLES: Final = {
     "max_line_bytes": "MAX_LINE_BYTES",
     "skip_invalid_lines": "SKIP_INVALID_LINES",
     "submit_bytes_per_invocation": "SUBMIT_BYTES_PER_INVOCATION",
+    "max_concurrent_jobs": "MAX_CONCURRENT_JOBS",
+    "create_backoff_seconds": "CREATE_BACKOFF_SECONDS",
     "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
     "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
     "cancel_timeout_seconds": "CANCEL_TIMEOUT_SECONDS",
@@ -70,6 +72,10 @@ class Settings:
     # Bytes of a request file one submit invocation reads before it hands on to a fresh one
     # (a continuation message); the invocation's deadline stops it sooner when reads are slow.
     submit_bytes_per_invocation: int = 5_000_000_000
+    # Batch jobs this deployment keeps live on Vertex at once (Vertex runs 8 per project and region
+    # unless Google raised it); the rest wait QUEUED in the ledger, where nothing expires.
+    max_concurrent_jobs: int = 8
+    create_backoff_seconds: int = 60  # after a 429 on create, no create for this long (doubling, at most 32x)
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
     cancel_timeout_seconds: int = 3600
@@ -107,6 +113,10 @@ class Settings:
             raise SettingsError("bad settings: MAX_ATTEMPTS must be at least 1")
         if settings.submit_bytes_per_invocation < 1:
             raise SettingsError("bad settings: SUBMIT_BYTES_PER_INVOCATION must be positive")
+        if settings.max_concurrent_jobs < 1:
+            raise SettingsError("bad settings: MAX_CONCURRENT_JOBS must be at least 1")
+        if settings.create_backoff_seconds < 1:
+            raise SettingsError("bad settings: CREATE_BACKOFF_SECONDS must be positive")
         if settings.lease_seconds < 1:
             raise SettingsError("bad settings: LEASE_SECONDS must be positive")
         if settings.function_timeout_seconds < MIN_FUNCTION_TIMEOUT_SECONDS:

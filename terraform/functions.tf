@@ -23,6 +23,10 @@ locals {
     SKIP_INVALID_LINES   = tostring(var.skip_invalid_lines)
     # What one submit invocation reads of a file before handing on (README: capacity).
     SUBMIT_BYTES_PER_INVOCATION = tostring(var.submit_bytes_per_invocation)
+    # Vertex runs 8 Gemini batch jobs at once per project and region unless Google raised it: the
+    # rest wait QUEUED in the ledger (README: quotas). 429s on create pause admission (doubling).
+    MAX_CONCURRENT_JOBS         = tostring(var.max_concurrent_jobs)
+    CREATE_BACKOFF_SECONDS      = "60"
     QUEUE_TIMEOUT_SECONDS       = tostring(var.queue_timeout_seconds)
     RUN_TIMEOUT_SECONDS         = tostring(var.run_timeout_seconds)
     CANCEL_TIMEOUT_SECONDS      = tostring(var.cancel_timeout_seconds)

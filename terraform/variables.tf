@@ -72,6 +72,16 @@ variable "submit_bytes_per_invocation" {
   }
 }
 
+variable "max_concurrent_jobs" {
+  type        = number
+  description = "Batch jobs this deployment keeps live on Vertex at once; the rest wait QUEUED in the ledger. Vertex's limit is 8 per project and region unless Google raised it (README: quotas); deployments sharing a project share it."
+  default     = 8
+  validation {
+    condition     = var.max_concurrent_jobs >= 1 && var.max_concurrent_jobs == floor(var.max_concurrent_jobs)
+    error_message = "max_concurrent_jobs must be a whole number of at least 1."
+  }
+}
+
 variable "poll_schedule" {
   type        = string
   description = "Cloud Scheduler cron of the poll tick."

@@ -8,7 +8,7 @@ from typing import Any
 from google.genai import Client, errors, types
 
 from shared.adapters.errors import NETWORK_ERRORS, NOT_SENT_ERRORS
-from shared.core.errors import RefusedError, TransientError, UncertainError
+from shared.core.errors import RefusedError, Throttled, TransientError, UncertainError
 from shared.ports import JobError, VertexJob
 
 
@@ -37,7 +37,8 @@ def translate(what: str, exc: Exception, *, creating: bool = False) -> Exception
     For ``batches.create`` (``creating``), a failure after the request may have been served —
     a 5xx, a timeout, a connection lost before the answer — is an UncertainError: the job may
     exist, and only finding it (the claim's lease protects that) may tell. 429 and 408 are
-    definite refusals; 401/403 may be IAM still propagating after a deploy: retried. Other 4xx
+    definite refusals (429 is Throttled: the caller backs off); 401/403 may be IAM still
+    propagating after a deploy: retried. Other 4xx
     (an unknown model, an invalid request) are RefusedError.
     """
     if isinstance(exc, errors.APIError):
@@ -45,7 +46,9 @@ def translate(what: str, exc: Exception, *, creating: bool = False) -> Exception
         if code >= 500:
             kind = UncertainError if creating else TransientError
             return kind(f"{what}: {code} {exc}")
-        if code in (401, 403, 408, 429):
+        if code == 429:
+            return Throttled(f"{what}: {code} {exc}")
+        if code in (401, 403, 408):
             return TransientError(f"{what}: {code} {exc}")
         return RefusedError(f"{what}: {code} {exc}", code, getattr(exc, "status", None) or None)
     if isinstance(exc, NETWORK_ERRORS):

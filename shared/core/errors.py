@@ -23,6 +23,10 @@ class UncertainError(TransientError):
     kept_by: str | None = None  # the claim whose lease now guards against doing it twice
 
 
+class Throttled(TransientError):
+    """A rate or quota limit answered (429 RESOURCE_EXHAUSTED): nothing happened; wait before asking again."""
+
+
 class StillRunning(TransientError):
     """A job (a BigQuery load) is not done within the time given to wait for it."""
 

@@ -15,7 +15,8 @@ RUN_REJECTED: Final = "REJECTED"  # nothing was submitted; the report says why
 RUN_RUNNING: Final = "RUNNING"  # every chunk has its first attempt; attempts are followed
 RUN_COMPLETE: Final = "COMPLETE"  # every chunk's latest attempt is collected; ``announced`` once published
 
-JOB_CLAIMED: Final = "CLAIMED"  # about to call batches.create (lease); followed by the poller from now on
+JOB_QUEUED: Final = "QUEUED"  # waiting in our ledger for a free slot (MAX_CONCURRENT_JOBS) or a 429's backoff
+JOB_CLAIMED: Final = "CLAIMED"  # admitted: about to call batches.create (lease); followed by the poller from now on
 JOB_SUBMITTED: Final = "SUBMITTED"  # Vertex has it; ``vertex_state`` follows it
 JOB_FINISHED: Final = "FINISHED"  # final on Vertex (or refused at create); batch-finished published
 JOB_COLLECTING: Final = "COLLECTING"  # a collector holds it (lease)
@@ -71,7 +72,12 @@ TRANSITIONS: Final = (
         "invalid lines (without SKIP_INVALID_LINES), no requests, or a source that cannot be read",
     ),
     Transition(
-        "start", "run", (RUN_SUBMITTING,), RUN_RUNNING, "submit_batch, submit_request", "every chunk has attempt 1"
+        "start",
+        "run",
+        (RUN_SUBMITTING,),
+        RUN_RUNNING,
+        "submit_batch, submit_request",
+        "every chunk has attempt 1 (queued or further)",
     ),
     Transition(
         "complete",
@@ -91,12 +97,21 @@ TRANSITIONS: Final = (
         "published on batch-results (`announced`)",
     ),
     Transition(
-        "claim",
+        "queue",
         "job",
         ("",),
+        JOB_QUEUED,
+        "submit_*, collect_results (retry)",
+        "a chunk needs an attempt: it waits in the ledger's queue (no expiry clock), never in Vertex's",
+    ),
+    Transition(
+        "admit",
+        "job",
+        (JOB_QUEUED,),
         JOB_CLAIMED,
-        "submit_*, collect_results (retry), poll_batches",
-        "a chunk needs an attempt",
+        "admission: poll_batches each tick, submit_* and collect_results when it is free",
+        "fewer than MAX_CONCURRENT_JOBS jobs are live and no 429 backoff runs: the run given the fewest jobs "
+        "so far first, its oldest attempt first (one queued 6 h goes before any)",
         holds=True,
     ),
     Transition(
@@ -104,7 +119,7 @@ TRANSITIONS: Final = (
         "job",
         (JOB_CLAIMED,),
         JOB_CLAIMED,
-        "poll_batches, a redelivery",
+        "poll_batches (redrive)",
         "the holder's lease lapsed or was released after a failed create",
         holds=True,
     ),
@@ -115,6 +130,14 @@ TRANSITIONS: Final = (
         JOB_SUBMITTED,
         "the claim holder",
         "batches.create answered, or a job with the attempt's labels was found",
+    ),
+    Transition(
+        "throttled",
+        "job",
+        (JOB_CLAIMED,),
+        JOB_QUEUED,
+        "the claim holder",
+        "batches.create answered 429: queued again in its place, admission paused (CREATE_BACKOFF_SECONDS, doubling)",
     ),
     Transition(
         "refused",
@@ -155,7 +178,7 @@ TRANSITIONS: Final = (
         (JOB_COLLECTING,),
         JOB_COLLECTED,
         "collect_results",
-        "rows loaded, the retry attempt created, the batch_jobs row loaded",
+        "rows loaded, the retry attempt queued, the batch_jobs row loaded",
     ),
     Transition(
         "uncollectable",
@@ -172,6 +195,7 @@ TIMEOUTS: Final = {
     ("run", RUN_SUBMITTING): "LEASE_SECONDS after the claim: poll_batches sends a resume message to batch-requests",
     ("run", RUN_RUNNING): "poll_batches nudges collection (batch-finished) when no attempt of it is left to follow",
     ("run", RUN_COMPLETE): "not yet announced, LEASE_SECONDS after the claim: poll_batches nudges collection again",
+    ("job", JOB_QUEUED): "admitted as capacity frees (it never expires); its run's backstop rewrites a lost marker",
     ("job", JOB_CLAIMED): "LEASE_SECONDS after the claim (at once when released): poll_batches finds or creates it",
     ("job", JOB_SUBMITTED): (
         "queued or paused past QUEUE_TIMEOUT_SECONDS, running past RUN_TIMEOUT_SECONDS: poll_batches cancels it "
@@ -261,6 +285,8 @@ class JobRecord(_Record):
     dest_prefix: str
     requests: int
     status: str = JOB_CLAIMED
+    queued_at: str = ""  # when it was queued (its place in the queue: oldest first)
+    throttled: int = 0  # 429s answered to its creates
     job_name: str = ""
     location: str = ""
     vertex_state: str = ""
@@ -278,3 +304,24 @@ class JobRecord(_Record):
     child: str = ""  # the next attempt's key, when there is one
     staged: dict[str, Any] = field(default_factory=dict)  # the collector's files, once written (see collect.py)
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+ADMISSION_OPEN: Final = "OPEN"
+
+
+@dataclass
+class Admission(_Record):
+    """The slots of Vertex's concurrent-job limit this deployment uses, held by one admitter at a time.
+
+    ``live``: the attempts admitted and not yet seen final (job key -> when admitted); an
+    admitter drops those its reads find queued again, finished or gone before it counts.
+    """
+
+    status: str = ADMISSION_OPEN
+    live: dict[str, str] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=dict)  # run -> jobs admitted (while it has some live or queued)
+    paused_until: str = ""  # after a 429 on create: nothing is admitted before
+    throttles: int = 0  # 429s in a row (the backoff doubles with each)
+    claimed_at: str = ""
+    holder: str = ""
+    updated_at: str = ""

@@ -1,9 +1,11 @@
 """One job attempt of one chunk, created exactly once (submit, the collector's retries, the poller's redrive).
 
-The attempt is claimed in the ledger (and followed by the poller) before anything else.
-Before creating, a job with the attempt's labels is looked for, so a holder that died after
-creating never bills twice. A create that certainly did not happen (429, no connection)
-releases the claim so that the next try need not wait; one whose outcome is unknown (a 5xx, a
+An attempt is first recorded QUEUED (create-only, with its queue marker); admission.py admits
+it when a slot of the concurrent-job limit is free: it is claimed (and followed by the poller)
+before anything is created. A 429 on create queues it again in its place. Before creating, a
+job with the attempt's labels is looked for, so a holder that died after creating never bills
+twice. A create that certainly did not happen (no connection) releases the claim so that the
+next try need not wait; one whose outcome is unknown (a 5xx, a
 timeout, an answer lost) keeps it for its lease, after which the next holder looks again and
 adopts the job if Vertex made it. A refused create (an unknown model, an invalid request) ends
 the attempt FINISHED with the reason, and its rows become MISSING with that reason.
@@ -15,13 +17,15 @@ import logging
 from datetime import datetime
 from typing import Any, Final
 
+import orjson
+
 from shared.config import Settings
-from shared.core.errors import RefusedError
+from shared.core.errors import ConflictError, PermanentError, RefusedError, Throttled, TransientError
 from shared.core.failures import JOB_GONE, job_error
 from shared.core.ids import PIPELINE_LABELS, job_key, job_labels
-from shared.core.records import JOB_CLAIMED, VERTEX_FINAL, JobRecord, Run
+from shared.core.records import JOB_CLAIMED, JOB_QUEUED, VERTEX_FINAL, JobRecord, Run
 from shared.ports import Ports, VertexJob
-from shared.services.ledger import Invocation, Ledger, stamp
+from shared.services.ledger import Claim, Invocation, Ledger, stamp
 
 log = logging.getLogger("gbp.attempts")
 CREATE_NEEDS: Final = 90.0  # seconds of invocation (and lease) needed around batches.create (60 s timeout)
@@ -56,38 +60,58 @@ def observe(record: JobRecord, job: VertexJob, now: datetime) -> bool:
     return changed
 
 
-def submit_attempt(
+def queue_attempt(
     ledger: Ledger,
     settings: Settings,
-    ports: Ports,
     inv: Invocation,
-    run: Run,
+    run_id: str,
     chunk: int,
     attempt: int,
     input_uri: str,
     requests: int,
 ) -> JobRecord:
-    """Create attempt ``attempt`` of ``chunk`` exactly once; return its record as it stands."""
+    """Record attempt ``attempt`` of ``chunk`` once, QUEUED (admission.py creates its job); return it as it stands."""
+    now = inv.now()
     new = JobRecord(
-        run.run_id,
+        run_id,
         chunk,
         attempt,
         input_uri,
-        output_prefix(settings, run.run_id, chunk, attempt),
+        output_prefix(settings, run_id, chunk, attempt),
         requests,
+        status=JOB_QUEUED,
+        queued_at=stamp(now),
         location=settings.location,
     )
-    uri = ledger.job_uri(run.run_id, chunk, attempt)
-    ledger.activate(run.run_id, chunk, attempt, inv.now())  # followed by the poller from before it exists
-    record, claim = ledger.claim(JobRecord, uri, inv, create=new, states=frozenset({JOB_CLAIMED}))
-    if claim is None:
-        return record  # submitted (or further) already
-    ledger.activate(run.run_id, chunk, attempt, inv.now())  # again: a marker a lease old with no record is dropped
-    fields = {"run_id": run.run_id, "chunk": chunk, "attempt": attempt}
+    new.history.append({"state": JOB_QUEUED, "at": new.queued_at})
+    uri = ledger.job_uri(run_id, chunk, attempt)
+    ledger.mark_queued(new)  # in the queue from before it exists: admission drops a marker whose record never came
+    try:
+        ledger.write(uri, orjson.dumps(new.to_json()), 0)
+    except ConflictError:
+        found = ledger.get_job(run_id, chunk, attempt)
+        if found is None:
+            raise TransientError(f"{uri} vanished between two reads; retry") from None
+        if found[0].queued_at != new.queued_at:
+            ledger.unmark_queued(new)  # queued before (its own marker stands), or further on
+        return found[0]
+    log.info("batch job queued", extra={"run_id": run_id, "chunk": chunk, "attempt": attempt, "rows": requests})
+    return new
+
+
+def create_claimed(claim: Claim[JobRecord], settings: Settings, ports: Ports, run: Run) -> str:
+    """Create the claimed (admitted) attempt's job exactly once.
+
+    Returns "submitted", "adopted" (a job with its labels existed), "refused" (FINISHED with
+    the reason) or "throttled" (429: QUEUED again in its place, nothing created).
+    """
+    record, inv = claim.record, claim.inv
+    fields = {"run_id": run.run_id, "chunk": record.chunk, "attempt": record.attempt}
     with claim.released_on_error():
-        labels = job_labels(run.run_id, chunk, attempt, run.labels)
+        labels = job_labels(run.run_id, record.chunk, record.attempt, run.labels)
         identity = {k: labels[k] for k in PIPELINE_LABELS}
         job = ports.jobs.find(identity, record.location)  # a holder that died after creating must not bill twice
+        outcome = "adopted"
         if job is None:
             claim.confirm("creating a batch job", CREATE_NEEDS)
             try:
@@ -95,10 +119,18 @@ def submit_attempt(
                     model=run.model,
                     input_uri=record.input_uri,
                     dest_prefix=record.dest_prefix,
-                    display_name=f"{run.display_name or run.run_id}-c{chunk}-a{attempt}"[:128],
+                    display_name=f"{run.display_name or run.run_id}-c{record.chunk}-a{record.attempt}"[:128],
                     labels=labels,
                     location=record.location,
                 )
+            except Throttled as exc:
+                record.throttled += 1
+                record.history.append({"state": "THROTTLED", "at": stamp(inv.now())})
+                claim.ledger.mark_queued(record)  # back in its own place (its queued_at is kept)
+                claim.move("throttled")
+                claim.ledger.deactivate(record)
+                log.warning("batch job create throttled: queued again", extra={**fields, "error": str(exc)})
+                return "throttled"
             except RefusedError as exc:
                 record.error = job_error(exc.status or _STATUS_OF.get(exc.code or 0), str(exc), "create")
                 record.history.append({"state": "REFUSED", "at": stamp(inv.now())})
@@ -107,7 +139,8 @@ def submit_attempt(
                 ports.bus.publish(settings.batch_finished_topic, finished_message(record))
                 record.finished_at = stamp(inv.now())
                 claim.save()
-                return record
+                return "refused"
+            outcome = "submitted"
             log.info("batch job submitted", extra={**fields, "job_name": job.name, "rows": record.requests})
         else:
             log.info("batch job found: adopted", extra={**fields, "job_name": job.name})
@@ -115,4 +148,16 @@ def submit_attempt(
         record.submitted_at = stamp(inv.now())
         record.history.append({"state": job.state, "at": record.submitted_at})
         claim.move("submitted")
-    return record
+    return outcome
+
+
+def redrive(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, record: JobRecord) -> str:
+    """An admitted attempt whose holder failed or died (its lease lapsed): find its job or create it."""
+    uri = ledger.job_uri(record.run_id, record.chunk, record.attempt)
+    found = ledger.get_run(record.run_id)
+    if found is None:
+        raise PermanentError(f"unknown run {record.run_id}")
+    record, claim = ledger.claim(JobRecord, uri, inv, states=frozenset({JOB_CLAIMED}))
+    if claim is None:
+        return "moved on"
+    return create_claimed(claim, settings, ports, found[0])

@@ -9,7 +9,7 @@ recorded on the attempt, so a successor picks up where a dead or replaced holder
    twice is kept once; the retryable rows' requests are written as the next attempt's
    input. Both files carry this holder's own name and are recorded in one conditional write.
 2. load the rows (loads.py: one job id per version, recorded before it is created);
-3. create the next attempt (attempts.py), 4. load the attempt's ``batch_jobs`` row,
+3. queue the next attempt (attempts.py; admission.py creates it), 4. load the attempt's ``batch_jobs`` row,
 5. COLLECTED, and the run completed when it was the last (runs.py).
 
 A permanent error ends the attempt UNCOLLECTABLE with its reason, never a record that nothing
@@ -41,7 +41,8 @@ from shared.core.records import (
     JobRecord,
 )
 from shared.ports import Ports
-from shared.services.attempts import finished_message, observe, submit_attempt
+from shared.services.admission import try_admit
+from shared.services.attempts import finished_message, observe, queue_attempt
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_once
 from shared.services.runs import complete_run
@@ -119,16 +120,11 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
     load_once(claim, "predictions", "predictions", record.staged["rows"], ports)
     retry = int(record.staged["retry"])
     if retry and not record.child:
-        found = ledger.get_run(record.run_id)
-        if found is None:
-            raise PermanentError(f"unknown run {record.run_id}")
         retry_input, next_attempt = record.staged["retry_input"], record.attempt + 1
-        try:
-            submit_attempt(ledger, settings, ports, inv, found[0], record.chunk, next_attempt, retry_input, retry)
-        except ClaimHeld:  # it exists, claimed by another invocation (the poller's redrive): it is followed
-            log.info("retry attempt held by another invocation", extra={"run_id": record.run_id})
+        queue_attempt(ledger, settings, inv, record.run_id, record.chunk, next_attempt, retry_input, retry)
         record.child, record.retried = job_key(record.run_id, record.chunk, next_attempt), retry
         claim.save()
+        try_admit(ledger, settings, ports, inv)
         log.info(
             "retryable rows re-submitted",
             extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": next_attempt, "rows": retry},

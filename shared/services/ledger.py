@@ -1,8 +1,10 @@
 """The ledger, and the one claim/lease helper every service uses.
 
 Layout under ``gs://WORK_BUCKET/ledger/``: ``runs/<run>.json``, ``jobs/<run>/<job key>.json``,
-``active/<job key>`` (one marker per job attempt the poller follows) and ``active-runs/<run>``
-(one per run not yet finished and announced). Creating a record is create-only
+``active/<job key>`` (one marker per job attempt the poller follows), ``queued/<when>-<job key>``
+(one per attempt waiting for admission, named so that a listing is oldest first),
+``active-runs/<run>`` (one per run not yet finished and announced) and ``admission.json``
+(the concurrent-job slots in use, see admission.py). Creating a record is create-only
 (``if_generation_match=0``); every update is conditional on the generation read, so two
 deliveries of one event can never both win.
 
@@ -19,17 +21,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import orjson
 
 from shared.core.errors import ConflictError, PermanentError, TransientError, UncertainError
 from shared.core.ids import job_key
-from shared.core.records import JobRecord, Run, move
+from shared.core.records import Admission, JobRecord, Run, move
 from shared.ports import ObjectStore
 
-R = TypeVar("R", Run, JobRecord)
+R = TypeVar("R", Run, JobRecord, Admission)
 
 
 def stamp(now: datetime) -> str:
@@ -116,10 +118,17 @@ class Ledger:
         """Where a job attempt record lives."""
         return f"{self.root}/jobs/{run_id}/{job_key(run_id, chunk, attempt)}.json"
 
-    def uri_of(self, record: Run | JobRecord) -> str:
+    @property
+    def admission_uri(self) -> str:
+        """Where the admission record lives."""
+        return f"{self.root}/admission.json"
+
+    def uri_of(self, record: Run | JobRecord | Admission) -> str:
         """Where ``record`` lives."""
         if isinstance(record, Run):
             return self.run_uri(record.run_id)
+        if isinstance(record, Admission):
+            return self.admission_uri
         return self.job_uri(record.run_id, record.chunk, record.attempt)
 
     # --- reading and conditional writes -----------------------------------------------------
@@ -133,7 +142,7 @@ class Ledger:
         found = self.store.read(self.job_uri(run_id, chunk, attempt))
         return None if found is None else (JobRecord.from_json(orjson.loads(found[0])), found[1])
 
-    def put(self, record: Run | JobRecord, generation: int) -> int:
+    def put(self, record: Run | JobRecord | Admission, generation: int) -> int:
         """Update ``record`` if nobody else did since ``generation`` (else ConflictError)."""
         return self.write(self.uri_of(record), orjson.dumps(record.to_json()), generation)
 
@@ -235,6 +244,33 @@ class Ledger:
         self.store.delete(uri)
         return True
 
+    # --- what waits for admission ----------------------------------------------------------
+    # Written before the record is queued (and again whenever it is queued again), deleted once
+    # it is admitted; named by when it was queued so that one listing is the queue in order.
+    def queued_uri(self, record: JobRecord) -> str:
+        """The queue marker of a QUEUED attempt."""
+        at = record.queued_at.replace("-", "").replace(":", "").replace(".", "")[:21]  # 20261129T231049123456
+        return f"{self.root}/queued/{at}-{job_key(record.run_id, record.chunk, record.attempt)}"
+
+    def mark_queued(self, record: JobRecord) -> None:
+        """Put an attempt in the queue (idempotent)."""
+        self.store.write(self.queued_uri(record), b"")
+
+    def unmark_queued(self, record: JobRecord) -> None:
+        """Take an attempt out of the queue."""
+        self.store.delete(self.queued_uri(record))
+
+    def queued(self) -> list[Queued]:
+        """Every attempt waiting for admission, oldest first."""
+        waiting = []
+        for uri in self.store.list(f"{self.root}/queued/"):
+            name = uri.rsplit("/", 1)[1]
+            at, key = name.split("-", 1)
+            run_id, chunk, attempt = key.rsplit("-", 2)
+            queued_at = datetime.strptime(at, "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+            waiting.append(Queued(queued_at, run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")), uri))
+        return sorted(waiting, key=lambda q: q.at)
+
     def deactivate_run(self, run_id: str) -> None:
         """Stop following a run."""
         self.store.delete(f"{self.root}/active-runs/{run_id}")
@@ -242,6 +278,22 @@ class Ledger:
     def active_runs(self) -> list[str]:
         """Every followed run."""
         return [uri.rsplit("/", 1)[1] for uri in self.store.list(f"{self.root}/active-runs/")]
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An attempt waiting for admission, as its queue marker names it."""
+
+    at: datetime
+    run_id: str
+    chunk: int
+    attempt: int
+    uri: str
+
+    @property
+    def key(self) -> str:
+        """Its job key."""
+        return job_key(self.run_id, self.chunk, self.attempt)
 
 
 class Claim(Generic[R]):
@@ -265,10 +317,13 @@ class Claim(Generic[R]):
 
     def move(self, transition: str) -> None:
         """Apply a named transition (records.TRANSITIONS) and save; the lease goes unless the move holds it."""
-        if not move(self.record, transition).holds:
-            self.record.claimed_at = ""
-        if isinstance(self.record, Run):
-            self.record.updated_at = stamp(self.inv.now())
+        record = self.record
+        if isinstance(record, Admission):
+            raise TypeError("the admission record has no transitions")
+        if not move(record, transition).holds:
+            record.claimed_at = ""
+        if isinstance(record, Run):
+            record.updated_at = stamp(self.inv.now())
         self.save()
 
     def lease_left(self) -> float:

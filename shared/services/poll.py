@@ -17,10 +17,12 @@ from typing import Final
 from shared.config import Settings
 from shared.core.errors import PipelineError, RefusedError
 from shared.core.failures import JOB_GONE
+from shared.core.ids import job_key
 from shared.core.records import (
     JOB_CLAIMED,
     JOB_COLLECTING,
     JOB_FINISHED,
+    JOB_QUEUED,
     JOB_SUBMITTED,
     JOB_TERMINAL,
     RUN_COMPLETE,
@@ -32,7 +34,8 @@ from shared.core.records import (
     move,
 )
 from shared.ports import JobError, Ports, VertexJob
-from shared.services.attempts import finished_message, observe, submit_attempt
+from shared.services.admission import ADMIT_RESERVE, admit
+from shared.services.attempts import finished_message, observe, redrive
 from shared.services.ledger import Invocation, Ledger, lease_left, stamp
 from shared.services.runs import latest_attempts
 
@@ -51,14 +54,19 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
         ("followed", "changed", "finished", "republished", "stuck", "redriven", "resumed", "nudged", "errors"), 0
     )
     followed = ledger.active()
-    busy_runs = {run_id for run_id, _, _ in followed}
+    if followed:  # a different start each tick: what one tick has no time for is not always the same
+        turn = int(inv.now().timestamp() // 60) % len(followed)
+        followed = followed[turn:] + followed[:turn]
+    waiting = ledger.queued()
+    busy_runs = {run_id for run_id, _, _ in followed} | {q.run_id for q in waiting}
+    seen_live: set[str] = set()
     for run_id, chunk, attempt in followed:
-        if inv.time_left() < TICK_RESERVE:
+        if inv.time_left() < TICK_RESERVE + ADMIT_RESERVE:
             log.warning("poll tick out of time: the rest next tick", extra={"left": len(followed) - counts["followed"]})
             break
         counts["followed"] += 1
         try:
-            _follow(ledger, settings, ports, inv, run_id, chunk, attempt, counts)
+            _follow(ledger, settings, ports, inv, run_id, chunk, attempt, counts, seen_live)
         except Exception as exc:  # one job must never stop the tick for the others
             counts["errors"] += 1
             expected = isinstance(exc, PipelineError)
@@ -68,6 +76,13 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
                 extra={"run_id": run_id, "chunk": chunk, "attempt": attempt, "error": str(exc)},
                 exc_info=not expected,
             )
+    try:
+        admitted = admit(ledger, settings, ports, inv, seen_live)
+    except Exception as exc:  # the queue waits for the next tick
+        counts["errors"] += 1
+        log.warning("admission failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))
+    else:
+        counts.update(admitted)
     for run_id in ledger.active_runs():
         if inv.time_left() < TICK_RESERVE:
             break
@@ -89,6 +104,7 @@ def _follow(
     chunk: int,
     attempt: int,
     counts: dict[str, int],
+    seen_live: set[str],
 ) -> None:
     found = ledger.get_job(run_id, chunk, attempt)
     if found is None:
@@ -98,13 +114,15 @@ def _follow(
     now = inv.now()
     if record.status in JOB_TERMINAL:
         ledger.deactivate(record)  # a marker left by a crash after the last write
+    elif record.status == JOB_QUEUED:  # queued again (429) by a holder that died before dropping this marker
+        ledger.mark_queued(record)
+        ledger.deactivate(record)
     elif record.status == JOB_CLAIMED:
+        seen_live.add(job_key(run_id, chunk, attempt))
         if lease_left(record.claimed_at, now, settings.lease_seconds) <= 0:
-            run = ledger.get_run(run_id)
-            if run is not None:
-                log.warning("job claim lapsed: submitting", extra={"run_id": run_id, "chunk": chunk})
-                submit_attempt(ledger, settings, ports, inv, run[0], chunk, attempt, record.input_uri, record.requests)
-                counts["redriven"] += 1
+            log.warning("job claim lapsed: submitting", extra={"run_id": run_id, "chunk": chunk})
+            redrive(ledger, settings, ports, inv, record)
+            counts["redriven"] += 1
     elif record.status in (JOB_FINISHED, JOB_COLLECTING):
         # Published already; again when nobody collected it within a lease (at least once),
         # or when its collector's lease lapsed.
@@ -115,8 +133,8 @@ def _follow(
             ledger.put(record, generation)  # first: a tick that overlaps this one does not publish too
             ports.bus.publish(settings.batch_finished_topic, finished_message(record))
             counts["republished"] += 1
-    elif record.status == JOB_SUBMITTED:
-        _follow_submitted(ledger, settings, ports, inv, record, generation, counts)
+    elif record.status == JOB_SUBMITTED and _follow_submitted(ledger, settings, ports, inv, record, generation, counts):
+        seen_live.add(job_key(run_id, chunk, attempt))
 
 
 def _follow_submitted(
@@ -127,7 +145,8 @@ def _follow_submitted(
     record: JobRecord,
     generation: int,
     counts: dict[str, int],
-) -> None:
+) -> bool:
+    """Drive a submitted attempt on; True while its job still holds a slot (not final)."""
     try:
         job = ports.jobs.get(record.job_name, record.location)
     except RefusedError as exc:
@@ -152,7 +171,7 @@ def _follow_submitted(
         ledger.put(record, generation)
         counts["finished"] += 1
         log.info("batch job finished", extra=fields)
-        return
+        return False
     asked = lease_left(record.cancel_requested_at, now, settings.lease_seconds) > 0
     if job.state != CANCELLING and not asked and _past_deadline(record, settings, now):
         # Recorded before asking: once cancelled, its rows must be known as ours to retry.
@@ -165,9 +184,10 @@ def _follow_submitted(
         else:
             counts["stuck"] += 1
             log.warning("batch job stuck: cancelled", extra=fields)
-        return
+        return True
     if changed:
         ledger.put(record, generation)
+    return True
 
 
 def _entered(record: JobRecord, state: str) -> datetime:
@@ -229,8 +249,11 @@ def _follow_run(
     elif (run.status == RUN_RUNNING and not busy) or run.status == RUN_COMPLETE:
         records = ledger.jobs_of(run_id)
         open_attempts = [r for r in records if r.status not in JOB_TERMINAL]
-        for record in open_attempts:  # a backstop: an attempt nobody follows is followed again
-            ledger.activate(record.run_id, record.chunk, record.attempt, now)
+        for record in open_attempts:  # a backstop: an attempt nobody follows (or queues) is again
+            if record.status == JOB_QUEUED:
+                ledger.mark_queued(record)
+            else:
+                ledger.activate(record.run_id, record.chunk, record.attempt, now)
         latest = latest_attempts(records)
         if latest and not open_attempts and lease_left(run.nudged_at, now, settings.lease_seconds) <= 0:
             run.nudged_at = stamp(now)

@@ -26,10 +26,11 @@ from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
 from shared.core.lines import iter_lines
 from shared.core.messages import check_model, check_source
 from shared.core.normalize import FAILED, RowContext, missing_row
-from shared.core.records import JOB_CLAIMED, RUN_SUBMITTING, Run
+from shared.core.records import RUN_SUBMITTING, Run
 from shared.core.validate import Marks, ScannedLine, ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
-from shared.services.attempts import CREATE_NEEDS, submit_attempt
+from shared.services.admission import try_admit
+from shared.services.attempts import CREATE_NEEDS, queue_attempt
 from shared.services.ledger import Claim, ClaimHeld, DeadlineNear, Invocation, Ledger, stamp
 from shared.services.loads import load_entry, load_once
 from shared.services.runs import complete_run, release_work_files
@@ -136,14 +137,14 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     if run.invalid:
         _load_invalid_rows(claim, settings, ports)
     files, counts = run.staged["files"], run.staged["counts"]
-    for chunk in range(len(files)):  # every chunk: one whose job a dead holder never created too
-        found = ledger.get_job(run.run_id, chunk, 1)
-        if found is None or found[0].status == JOB_CLAIMED:  # no job yet (or its create failed)
-            if inv.time_left() < CREATE_NEEDS + 30:
-                return _continue(claim, settings, ports)  # the rest of the jobs in a fresh invocation
-            _submit_chunk(ledger, settings, ports, inv, run, chunk, files[chunk], counts[chunk])
+    for chunk in range(len(files)):  # every chunk: one a dead holder never queued too
+        if ledger.get_job(run.run_id, chunk, 1) is None:
+            if inv.time_left() < SEGMENT_RESERVE:
+                return _continue(claim, settings, ports)  # the rest in a fresh invocation
+            queue_attempt(ledger, settings, inv, run.run_id, chunk, 1, files[chunk], counts[chunk])
             claim.keep_alive()
     claim.move("start")
+    try_admit(ledger, settings, ports, inv)  # the jobs start now when slots are free, else as they free
     log.info(
         "run submitted",
         extra={"run_id": run.run_id, "gcs_uri": run.source, "jobs": run.chunks, "rows": run.requests},
@@ -187,18 +188,11 @@ def _upgrade(run: Run) -> None:
             run.options.setdefault("skip_invalid_lines", True)
 
 
-def _submit_chunk(
-    ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, run: Run, chunk: int, uri: str, count: int
-) -> None:
-    try:
-        submit_attempt(ledger, settings, ports, inv, run, chunk, 1, uri, count)
-    except ClaimHeld:  # claimed already (by the poller's redrive): it exists, and is followed
-        log.info("job attempt held by another invocation", extra={"run_id": run.run_id, "chunk": chunk})
-
-
 def _continue(claim: Claim[Run], settings: Settings, ports: Ports) -> str:
     """Hand the rest of the file on to a fresh invocation: the checkpoint is saved, the claim released."""
     run = claim.record
+    if settings.skip_invalid_lines and run.staged.get("files"):  # chunks queued so far may start meanwhile
+        try_admit(claim.ledger, settings, ports, claim.inv)
     run.claimed_at, run.resume_sent_at = "", stamp(claim.inv.now())  # the poller need not send one too
     claim.save()
     ports.bus.publish(settings.batch_requests_topic, {"resume": run.run_id}, run_id=run.run_id)
@@ -318,7 +312,7 @@ def _stage(
 
     def recorded(chunk: int | None) -> None:
         if chunk is not None and early:
-            _submit_chunk(ledger, settings, ports, inv, run, chunk, staged["files"][chunk], stage.last)
+            queue_attempt(ledger, settings, inv, run.run_id, chunk, 1, staged["files"][chunk], stage.last)
 
     out_of_time = False
     marks = Marks()

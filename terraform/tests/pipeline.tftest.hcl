@@ -120,6 +120,12 @@ run "max_attempts_is_validated" {
   expect_failures = [var.max_attempts]
 }
 
+run "max_concurrent_jobs_is_validated" {
+  command = plan
+  variables { max_concurrent_jobs = 0 }
+  expect_failures = [var.max_concurrent_jobs]
+}
+
 run "name_prefix_is_validated" {
   command = plan
   variables { name_prefix = "Not_A_Prefix!" }

@@ -25,6 +25,7 @@ from shared.core.errors import (
     PermanentError,
     RefusedError,
     StillRunning,
+    Throttled,
     TransientError,
     UncertainError,
 )
@@ -151,7 +152,7 @@ class FakeJobs:
     ) -> VertexJob:
         fault = self.create_faults.pop(0) if self.create_faults else ""
         if fault == "429":
-            raise TransientError("creating a batch job: 429 RESOURCE_EXHAUSTED")
+            raise Throttled("creating a batch job: 429 RESOURCE_EXHAUSTED")
         if fault == "503":
             raise UncertainError("creating a batch job: 503 UNAVAILABLE")
         if fault == "400":

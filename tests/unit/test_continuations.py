@@ -25,7 +25,8 @@ from shared.core.validate import (
 from shared.services.submit import SEGMENT_RESERVE, resume, submit
 from tests.unit.test_services import SETTINGS, World, _line
 
-SMALL = dataclasses.replace(SETTINGS, max_requests_per_job=3, submit_bytes_per_invocation=250)
+# Every chunk's job starts at once (admission is tested in test_services.py).
+SMALL = dataclasses.replace(SETTINGS, max_requests_per_job=3, submit_bytes_per_invocation=250, max_concurrent_jobs=100)
 
 
 def _staged(world: World) -> dict[str, Any]:
@@ -224,7 +225,7 @@ def test_crlf_and_bom_files_go_on_from_the_right_byte(skip: bool) -> None:
 
 def test_a_chunk_whose_job_a_failed_holder_never_created_gets_one() -> None:
     world = World([_line(f"q{i}", f"k{i}") for i in range(30)], dataclasses.replace(SMALL, skip_invalid_lines=True))
-    world.store.fail_writes["active/r1-c0003-a1"] = 1  # chunk 3 is recorded, then its job cannot be started
+    world.store.fail_writes["jobs/r1/r1-c0003-a1"] = 1  # chunk 3 is recorded, then its attempt cannot be queued
     results = []
     for _ in range(100):
         try:

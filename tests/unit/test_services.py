@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
 import pytest
 
 from shared.config import Settings
-from shared.core.errors import PermanentError, StillRunning, TransientError, UncertainError
+from shared.core.errors import PermanentError, StillRunning, TransientError
 from shared.core.records import Run, state_table
 from shared.ports import Ports
-from shared.services.attempts import submit_attempt
+from shared.services.admission import admit
+from shared.services.attempts import queue_attempt
 from shared.services.collect import collect
-from shared.services.ledger import DeadlineNear, Ledger, LostClaim
+from shared.services.ledger import Ledger
 from shared.services.poll import poll
 from shared.services.submit import MESSAGE, Submission, resume, submit
 from tests.unit.fakes import FakeBus, FakeClock, FakeJobs, FakeWarehouse, MemoryStore, fake_ports
@@ -152,22 +155,30 @@ def test_a_delivery_finding_the_run_held_leaves_it_to_its_holder_and_the_poller(
     assert len(world.jobs.jobs) == 1
 
 
-def test_a_429_on_create_releases_the_claims_so_the_next_delivery_goes_on_at_once() -> None:
+def test_a_429_on_create_queues_the_attempt_again_and_admission_backs_off() -> None:
     world = World([_line("q", "k")])
-    world.jobs.create_faults = ["429"]
-    with pytest.raises(TransientError):
-        world.submit()
-    assert world.run()["claimed_at"] == "" and world.job()["claimed_at"] == ""  # released, not held for a lease
-    assert world.submit() == "submitted"  # the very next delivery, no lease to wait for
-    assert world.jobs.creates == 1
+    world.jobs.create_faults = ["429", "429"]
+    assert world.submit() == "submitted"  # the run goes on: its attempt waits in the ledger's queue
+    assert world.run()["status"] == "RUNNING" and world.run()["claimed_at"] == ""
+    job = world.job()
+    assert (job["status"], job["throttled"], job["claimed_at"]) == ("QUEUED", 1, "")
+    assert world.poll()["admitted"] == 0 and world.jobs.creates == 0  # within the backoff (60 s)
+    world.clock.advance(61)
+    assert world.poll()["throttled"] == 1  # the second 429: the backoff doubles
+    world.clock.advance(61)
+    assert world.poll()["admitted"] == 0
+    world.clock.advance(60)
+    assert world.poll()["admitted"] == 1
+    assert world.job()["status"] == "SUBMITTED" and world.jobs.creates == 1
+    states = [h["state"] for h in world.job()["history"]]
+    assert states == ["QUEUED", "THROTTLED", "THROTTLED", "JOB_STATE_QUEUED"]
 
 
 def test_a_claimed_attempt_whose_create_had_an_unknown_outcome_is_created_by_the_poller_after_its_lease() -> None:
     world = World([_line("q", "k")])
     world.jobs.create_faults = ["503"]  # a 5xx: the job may or may not exist
-    with pytest.raises(UncertainError):
-        world.submit()  # and the event is never delivered again (dead-lettered)
-    assert world.job()["claimed_at"]  # kept: only the lease stands between us and a second job
+    assert world.submit() == "submitted"  # the run is submitted; its attempt's create is left to the poller
+    assert world.job()["status"] == "CLAIMED" and world.job()["claimed_at"]  # kept: only the lease guards
     assert world.poll()["redriven"] == 0
     world.clock.advance(61)
     assert world.poll()["redriven"] == 1  # followed from the moment it was claimed
@@ -177,10 +188,9 @@ def test_a_claimed_attempt_whose_create_had_an_unknown_outcome_is_created_by_the
 def test_a_create_whose_answer_was_lost_is_adopted_not_created_twice() -> None:
     world = World([_line("q", "k")])
     world.jobs.create_faults = ["lost"]
-    with pytest.raises(UncertainError):
-        world.submit()
-    # The redelivery goes on with the run; the attempt's claim stands: nobody creates it within its lease.
     assert world.submit() == "submitted"
+    assert world.submit() == "duplicate"
+    # The attempt's claim stands: nobody creates it within its lease.
     assert world.job()["status"] == "CLAIMED" and world.poll()["redriven"] == 0
     world.clock.advance(61)
     assert world.poll()["redriven"] == 1  # finds the job by its labels: adopted
@@ -190,27 +200,25 @@ def test_a_create_whose_answer_was_lost_is_adopted_not_created_twice() -> None:
 def test_a_403_while_looking_for_the_job_is_retried_not_taken_for_a_refusal() -> None:
     world = World([_line("q", "k")])
     world.jobs.list_faults = ["403"]  # IAM still propagating after a deploy
-    with pytest.raises(TransientError):
-        world.submit()
+    assert world.submit() == "submitted"
     assert world.job()["status"] == "CLAIMED" and world.job()["claimed_at"] == ""  # released: not a refusal
-    assert world.submit() == "submitted" and world.jobs.creates == 1
+    assert world.poll()["redriven"] == 1 and world.jobs.creates == 1
 
 
-def test_a_stale_submitter_cannot_create_after_its_claim_was_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_admitter_cannot_create_after_its_claim_was_taken_over(monkeypatch: pytest.MonkeyPatch) -> None:
     world = World([_line("q", "k")])
     original = FakeJobs.find
 
     def find_then_sleep(jobs: FakeJobs, labels: dict[str, str], location: str) -> Any:
         found = original(jobs, labels, location)  # no job yet ...
-        if not jobs.creates:  # ... then the first holder is paused past its lease, and a redelivery finishes
+        if not jobs.creates:  # ... then the first holder is paused past its lease, and the poller redrives it
             monkeypatch.setattr(FakeJobs, "find", original)
             world.clock.advance(61)
-            assert world.submit() == "submitted"
+            assert world.poll()["redriven"] == 1
         return found
 
     monkeypatch.setattr(FakeJobs, "find", find_then_sleep)
-    with pytest.raises(LostClaim):
-        world.submit()  # the first holder wakes up with its stale answer: it must not create
+    assert world.submit() == "submitted"  # the first holder wakes up with its stale answer: it must not create
     assert world.jobs.creates == 1
 
 
@@ -221,14 +229,11 @@ def test_a_holder_near_its_invocation_deadline_stops_before_a_paid_side_effect()
     assert world.jobs.creates == 0 and world.run()["claimed_at"] == ""
     assert world.deliver() == ["submitted"]  # the continuation creates the job
     assert world.jobs.creates == 1
-    # The attempt itself checks too, for whoever creates one (a retry, the poller's redrive).
-    record = world.job()
-    world.jobs.jobs.clear()
-    run = Run.from_json(world.run())
-    with pytest.raises(DeadlineNear):
-        submit_attempt(
-            Ledger(world.store, "work", 60), SETTINGS, world.ports, world.inv(60), run, 0, 2, record["input_uri"], 1
-        )
+    # Admission checks too, for whoever admits (a collector's retry, the poller).
+    ledger = Ledger(world.store, "work", 60)
+    queue_attempt(ledger, SETTINGS, world.inv(), "r1", 0, 2, world.job()["input_uri"], 1)
+    assert admit(ledger, SETTINGS, world.ports, world.inv(60))["admitted"] == 0
+    assert world.job(0, 2)["status"] == "QUEUED" and world.jobs.creates == 1
 
 
 def test_run_ends_with_one_row_per_key_retries_included_and_is_announced_once() -> None:
@@ -440,12 +445,12 @@ def test_a_dead_collector_is_replaced_after_its_lease_and_the_run_completes() ->
 
 def test_a_submitter_that_died_is_resumed_by_the_poller() -> None:
     world = World([_line(f"q{i}", f"k{i}") for i in range(3)])
-    world.jobs.create_faults = ["lost"]  # chunk 0's job exists; the submitter never came back
+    world.store.fail_writes["jobs/r1/r1-c0001-a1"] = 1  # chunk 0 is queued; the submitter never came back
     with pytest.raises(TransientError):
         world.submit()
     world.clock.advance(61)
     counts = world.poll()
-    assert counts["resumed"] == 1 and counts["redriven"] == 1  # the attempt, then the run
+    assert counts["resumed"] == 1 and counts["admitted"] == 1  # the queued attempt, then the run
     assert world.deliver() == ["submitted"]  # the resume message
     assert world.run()["status"] == "RUNNING" and world.jobs.creates == 2
     world.finish()
@@ -643,8 +648,6 @@ def test_markers_whose_records_never_came_are_dropped_after_a_lease() -> None:
 def test_an_attempt_left_unfollowed_is_followed_again_by_its_run() -> None:
     world = World([_line("q", "k")])
     world.jobs.create_faults = ["lost"]
-    with pytest.raises(UncertainError):
-        world.submit()
     assert world.submit() == "submitted"
     world.store.delete("gs://work/ledger/active/r1-c0000-a1")  # the marker is lost
     world.clock.advance(61)
@@ -653,3 +656,54 @@ def test_an_attempt_left_unfollowed_is_followed_again_by_its_run() -> None:
     world.finish()
     world.drive()
     assert world.run()["announced"] is True
+
+
+# --- admission: the concurrent-job limit, fair shares, 429 backoff ------------------------------
+
+
+def test_never_more_jobs_live_than_max_concurrent_jobs_and_the_rest_wait_queued() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(20)], dataclasses.replace(SETTINGS, max_concurrent_jobs=3))
+    assert world.submit() == "submitted" and world.run()["chunks"] == 10
+    statuses = [world.job(c)["status"] for c in range(10)]
+    assert statuses.count("SUBMITTED") == 3 and statuses.count("QUEUED") == 7
+    assert world.poll()["admitted"] == 0  # no slot has freed
+    created = []
+    while len(world.jobs.jobs) < 10 or any(j["state"] == "JOB_STATE_QUEUED" for j in world.jobs.jobs.values()):
+        live = [j for j in world.jobs.jobs.values() if j["state"] == "JOB_STATE_QUEUED"]
+        assert len(live) <= 3
+        created.append(len(world.jobs.jobs))
+        world.finish()
+        world.drive(1)
+    assert world.jobs.creates == 10 and created[:4] == [3, 6, 9, 10]
+    world.drive()
+    assert world.run()["announced"] and len(world.warehouse.rows()) == 20
+
+
+def test_fair_order_serves_the_run_given_least_first_and_no_one_waits_for_ever() -> None:
+    from shared.services.admission import fair_order
+    from shared.services.ledger import Queued
+
+    now = datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+    def queued(run: str, chunk: int, minutes_ago: float) -> Queued:
+        return Queued(now - timedelta(minutes=minutes_ago), run, chunk, 1, f"gs://w/ledger/queued/{run}-{chunk}")
+
+    big = [queued("big", c, 60 - c) for c in range(3, 8)]  # queued first, given 3 jobs already
+    small = [queued("s1", 0, 30), queued("s2", 0, 20), queued("s2", 1, 20)]
+    waiting = sorted(big + small, key=lambda q: q.at)
+    order = [(q.run_id, q.chunk) for q in fair_order(waiting, {"big": 3}, now)]
+    assert order[:3] == [("s1", 0), ("s2", 0), ("s2", 1)]  # s2 has 1 after its first, still under big's 3
+    assert order[3:] == [("big", c) for c in range(3, 8)]
+    starving = [queued("old", 0, 7 * 60), *waiting]
+    assert next(iter(fair_order(starving, {"old": 50}, now))).run_id == "old"  # 7 h in the queue
+
+
+def test_a_slot_is_freed_when_its_attempt_is_queued_again_or_finished() -> None:
+    world = World([_line("q", "k")], dataclasses.replace(SETTINGS, max_concurrent_jobs=1))
+    world.submit()
+    admission = orjson.loads(world.store.objects["gs://work/ledger/admission.json"][0])
+    assert list(admission["live"]) == ["r1-c0000-a1"] and admission["claimed_at"] == ""
+    world.finish()
+    world.drive()
+    admission = orjson.loads(world.store.objects["gs://work/ledger/admission.json"][0])
+    assert admission["live"] == {} and admission["served"] == {} and world.run()["announced"]

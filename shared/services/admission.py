@@ -1,0 +1,215 @@
+"""Admission: at most MAX_CONCURRENT_JOBS batch jobs live on Vertex; the rest wait QUEUED in the ledger.
+
+Vertex runs a limited number of Gemini batch jobs at once per project and region and queues
+the rest itself, where a job waiting past 72 h expires; ``batches.create`` also answers 429
+when its request rate is spent. So attempts wait in *our* queue (no expiry clock, visible in
+the ledger) and are created as slots free:
+
+- One admitter at a time holds ``ledger/admission.json`` (a claim with a lease): the poller
+  every tick, and a submitter or collector right after it queued something (when another
+  admitter holds it, that one or the next tick does the work).
+- ``live`` in that record is the set of admitted attempts; before counting, the admitter drops
+  those whose records are no longer CLAIMED or SUBMITTED. A key is added (saved) before its
+  attempt is claimed, so that an admitter that dies half-way over-counts, never under-counts.
+- Fair across runs: the run that was given the fewest jobs so far goes first, its oldest
+  attempt first (a small run is not stuck behind a 50-job one); ties go to the run waiting
+  longest; an attempt queued for STARVING_SECONDS goes before any share (nothing waits forever).
+- A 429 on create queues the attempt again in its place and pauses admission for
+  CREATE_BACKOFF_SECONDS, doubling with each 429 in a row (at most 32x).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Final
+
+from shared.config import Settings
+from shared.core.records import (
+    ADMISSION_OPEN,
+    JOB_CLAIMED,
+    JOB_QUEUED,
+    JOB_SUBMITTED,
+    VERTEX_FINAL,
+    Admission,
+    JobRecord,
+)
+from shared.ports import Ports
+from shared.services.attempts import CREATE_NEEDS, create_claimed
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, Queued, lease_left, stamp
+
+log = logging.getLogger("gbp.admission")
+ADMIT_RESERVE: Final = CREATE_NEEDS + 30.0  # seconds of invocation one more admission needs
+MAX_BACKOFF_DOUBLINGS: Final = 5
+STARVING_SECONDS: Final = 6 * 3600.0  # queued longer: admitted before any fair share
+
+
+def fair_order(
+    queued: Iterable[Queued], served: Mapping[str, int], now: datetime, starving: float = STARVING_SECONDS
+) -> Iterator[Queued]:
+    """The queue in admission order: fair shares across runs, and nobody waits forever.
+
+    ``queued`` is oldest first; ``served`` how many jobs each run has been given so far. The
+    run that was given the fewest goes first (its oldest attempt), ties to the one waiting
+    longest; each admission counts for the next choice. An attempt waiting longer than
+    ``starving`` seconds goes before all of them (oldest first), so that a stream of new runs
+    cannot hold a large one back for ever.
+    """
+    entries = list(queued)
+    taken: set[str] = set()
+    for entry in entries:
+        if (now - entry.at).total_seconds() > starving:
+            taken.add(entry.key)
+            yield entry
+    waiting: dict[str, list[Queued]] = defaultdict(list)
+    for entry in entries:
+        if entry.key not in taken:
+            waiting[entry.run_id].append(entry)
+    heap = [(served.get(run, 0), run_entries[0].at, run) for run, run_entries in waiting.items()]
+    heapq.heapify(heap)
+    heads = dict.fromkeys(waiting, 0)
+    while heap:
+        count, _, run = heapq.heappop(heap)
+        run_entries = waiting[run]
+        yield run_entries[heads[run]]
+        heads[run] += 1
+        if heads[run] < len(run_entries):
+            heapq.heappush(heap, (count + 1, run_entries[heads[run]].at, run))
+
+
+def admit(
+    ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, seen_live: Iterable[str] = ()
+) -> dict[str, int]:
+    """Create the jobs of queued attempts while slots are free; return what was done.
+
+    ``seen_live``: keys the caller has just seen CLAIMED or SUBMITTED (the poller's tick),
+    counted as live even when the admission record lost track of them.
+    """
+    counts = dict.fromkeys(("admitted", "throttled", "queued", "live"), 0)
+    if inv.time_left() < ADMIT_RESERVE:
+        return counts
+    try:
+        _, claim = ledger.claim(
+            Admission, ledger.admission_uri, inv, create=Admission(), states=frozenset({ADMISSION_OPEN})
+        )
+    except ClaimHeld:
+        return counts  # another admitter is at work; whatever it leaves, the next tick admits
+    if claim is None:
+        return counts
+    with claim.released_on_error():
+        _admit(claim, ledger, settings, ports, inv, set(seen_live), counts)
+        claim.record.claimed_at, claim.record.updated_at = "", stamp(inv.now())
+        claim.save()
+    if counts["admitted"] or counts["throttled"]:
+        log.info("admission done", extra=counts)
+    return counts
+
+
+def _admit(
+    claim: Claim[Admission],
+    ledger: Ledger,
+    settings: Settings,
+    ports: Ports,
+    inv: Invocation,
+    seen_live: set[str],
+    counts: dict[str, int],
+) -> None:
+    admission = claim.record
+    now = inv.now()
+    waiting = ledger.queued()
+    _prune(ledger, admission, seen_live, waiting, now)
+    counts["queued"], counts["live"] = len(waiting), len(admission.live)
+    if lease_left(admission.paused_until, now, 0) > 0:
+        return  # a 429's backoff
+    for entry in fair_order(waiting, admission.served, now):
+        if len(admission.live) >= settings.max_concurrent_jobs or inv.time_left() < ADMIT_RESERVE:
+            break
+        outcome = _admit_one(claim, ledger, settings, ports, inv, entry)
+        if outcome == "throttled":
+            admission.live.pop(entry.key, None)
+            admission.throttles += 1
+            pause = settings.create_backoff_seconds * 2 ** min(admission.throttles - 1, MAX_BACKOFF_DOUBLINGS)
+            admission.paused_until = stamp(inv.now() + timedelta(seconds=pause))
+            counts["throttled"] += 1
+            log.warning("admission paused after a 429", extra={"seconds": pause, "live": len(admission.live)})
+            break
+        if outcome in ("submitted", "adopted", "refused"):
+            admission.throttles = 0
+            admission.served[entry.run_id] = admission.served.get(entry.run_id, 0) + 1
+            counts["admitted"] += 1
+    counts["queued"] -= counts["admitted"]
+    counts["live"] = len(admission.live)
+
+
+def _prune(ledger: Ledger, admission: Admission, seen_live: set[str], waiting: list[Queued], now: datetime) -> None:
+    """Keep in ``live`` only attempts whose records are CLAIMED or SUBMITTED and not final."""
+    for key in list(admission.live):
+        run_id, chunk, attempt = key.rsplit("-", 2)
+        found = ledger.get_job(run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")))
+        if found is None:
+            # Admitted by an admitter that died before the record was claimed: free after a lease.
+            if lease_left(admission.live[key], now, ledger.lease_seconds) <= 0:
+                del admission.live[key]
+        elif not _holds_slot(found[0]):
+            del admission.live[key]
+    for key in seen_live:
+        admission.live.setdefault(key, stamp(now))
+    # A run's share is remembered while it has a job live or waiting.
+    active = {key.rsplit("-", 2)[0] for key in admission.live} | {q.run_id for q in waiting}
+    admission.served = {run: n for run, n in admission.served.items() if run in active}
+
+
+def _holds_slot(record: JobRecord) -> bool:
+    if record.status == JOB_CLAIMED:
+        return True
+    return record.status == JOB_SUBMITTED and record.vertex_state not in VERTEX_FINAL
+
+
+def _admit_one(
+    claim: Claim[Admission], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, entry: Queued
+) -> str:
+    found = ledger.get_job(entry.run_id, entry.chunk, entry.attempt)
+    if found is None:  # its queuer died between the marker and the record
+        if lease_left(stamp(entry.at), inv.now(), ledger.lease_seconds) <= 0:
+            ledger.store.delete(entry.uri)
+        return "absent"
+    record = found[0]
+    if record.status != JOB_QUEUED or ledger.queued_uri(record) != entry.uri:
+        ledger.store.delete(entry.uri)  # a marker left behind: admitted already, or queued again elsewhere
+        return "stale"
+    run = ledger.get_run(entry.run_id)
+    if run is None:
+        return "absent"
+    # The slot is taken (saved) before the attempt is claimed: a crash in between over-counts.
+    claim.record.live[entry.key] = stamp(inv.now())
+    claim.confirm("admitting a batch job", CREATE_NEEDS)
+    claim.save()
+    ledger.activate(entry.run_id, entry.chunk, entry.attempt, inv.now())  # followed from before it is claimed
+    uri = ledger.job_uri(entry.run_id, entry.chunk, entry.attempt)
+    try:
+        record, job_claim = ledger.claim(JobRecord, uri, inv, states=frozenset({JOB_QUEUED}))
+    except ClaimHeld:
+        return "held"
+    if job_claim is None:
+        return "moved on"
+    job_claim.move("admit")
+    ledger.unmark_queued(record)
+    log.info(
+        "batch job admitted",
+        extra={"run_id": entry.run_id, "chunk": entry.chunk, "attempt": entry.attempt, "live": len(claim.record.live)},
+    )
+    return create_claimed(job_claim, settings, ports, run[0])
+
+
+def try_admit(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> None:
+    """Admit right after queueing, when the admission is free: a failure is left to the poller's next tick."""
+    try:
+        admit(ledger, settings, ports, inv)
+    except Exception as exc:  # the attempts are queued (or claimed): nothing is lost, the tick goes on
+        log.warning("admission left to the poller", extra={"error": str(exc)})
+
+
+__all__ = ["admit", "fair_order", "try_admit"]
