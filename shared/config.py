@@ -32,6 +32,7 @@ VARIABLES: Final = {
     "submit_bytes_per_invocation": "SUBMIT_BYTES_PER_INVOCATION",
     "max_concurrent_jobs": "MAX_CONCURRENT_JOBS",
     "create_backoff_seconds": "CREATE_BACKOFF_SECONDS",
+    "load_window_seconds": "LOAD_WINDOW_SECONDS",
     "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
     "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
     "cancel_timeout_seconds": "CANCEL_TIMEOUT_SECONDS",
@@ -76,6 +77,9 @@ class Settings:
     # unless Google raised it); the rest wait QUEUED in the ledger, where nothing expires.
     max_concurrent_jobs: int = 8
     create_backoff_seconds: int = 60  # after a 429 on create, no create for this long (doubling, at most 32x)
+    # Rows files of a table are loaded together, one load job per window this long (BigQuery takes
+    # 1,500 loads per table per day: 120 s is at most 720); 0 loads each file at once.
+    load_window_seconds: int = 120
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
     cancel_timeout_seconds: int = 3600
@@ -117,6 +121,8 @@ class Settings:
             raise SettingsError("bad settings: MAX_CONCURRENT_JOBS must be at least 1")
         if settings.create_backoff_seconds < 1:
             raise SettingsError("bad settings: CREATE_BACKOFF_SECONDS must be positive")
+        if settings.load_window_seconds < 0:
+            raise SettingsError("bad settings: LOAD_WINDOW_SECONDS must be 0 (no windows) or more")
         if settings.lease_seconds < 1:
             raise SettingsError("bad settings: LEASE_SECONDS must be positive")
         if settings.function_timeout_seconds < MIN_FUNCTION_TIMEOUT_SECONDS:

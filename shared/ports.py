@@ -98,8 +98,8 @@ class LoadResult:
 class Warehouse(Protocol):
     """BigQuery (every job named with the dataset's location)."""
 
-    def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
-        """The load job ``job_id`` of ``source_uri`` into ``table``, created when absent, waited for.
+    def load_once(self, job_id: str, source_uri: str | list[str], table: str, wait_seconds: float) -> LoadResult:
+        """The load job ``job_id`` of ``source_uri`` (one file or up to 10,000) into ``table``, created when absent.
 
         A job id is single-use: when it exists (409), that job is the one waited for. Raises
         StillRunning when it is not done after ``wait_seconds``, TransientError when BigQuery

@@ -74,7 +74,7 @@ class BigQueryWarehouse:
                 return None
             raise
 
-    def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
+    def load_once(self, job_id: str, source_uri: str | list[str], table: str, wait_seconds: float) -> LoadResult:
         """Absent -> create; 409 -> that job; PENDING/RUNNING -> wait (TransientError after ``wait_seconds``)."""
         job = self._get_job(job_id)
         if job is None:
@@ -87,7 +87,7 @@ class BigQueryWarehouse:
             )
             try:
                 job = call(
-                    f"loading {source_uri}",
+                    f"loading {source_uri if isinstance(source_uri, str) else f'{len(source_uri)} files'}",
                     lambda: self.client.load_table_from_uri(
                         source_uri, self.table(table), job_id=job_id, job_config=config, location=self.location
                     ),

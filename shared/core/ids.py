@@ -45,6 +45,11 @@ def run_id_for_message(deployment: str, message_id: str) -> str:
     return "m" + _digest("message", deployment, message_id)
 
 
+def deployment_tag(identity: str) -> str:
+    """A short, stable name for one deployment (from its ledger's location), for project-wide ids."""
+    return _digest("deployment", identity)[:10]
+
+
 def job_key(run_id: str, chunk: int, attempt: int) -> str:
     """Names one job attempt of one chunk (ledger records, labels, prefixes)."""
     return f"{run_id}-c{chunk:04d}-a{attempt}"

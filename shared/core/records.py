@@ -7,8 +7,10 @@ the README's state table is generated from both (and a test holds the README to 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Self
+
+import orjson
 
 RUN_SUBMITTING: Final = "SUBMITTING"  # a submitter holds it (lease): validating, staging, creating jobs
 RUN_REJECTED: Final = "REJECTED"  # nothing was submitted; the report says why
@@ -233,8 +235,8 @@ class _Record:
     """JSON round trip shared by the ledger's records."""
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        """A JSON-ready dict (orjson reads a dataclass natively: far cheaper than ``asdict``)."""
+        data: dict[str, Any] = orjson.loads(orjson.dumps(self))
         return data
 
     @classmethod
@@ -322,6 +324,32 @@ class Admission(_Record):
     served: dict[str, int] = field(default_factory=dict)  # run -> jobs admitted (while it has some live or queued)
     paused_until: str = ""  # after a 429 on create: nothing is admitted before
     throttles: int = 0  # 429s in a row (the backoff doubles with each)
+    claimed_at: str = ""
+    holder: str = ""
+    updated_at: str = ""
+
+
+WINDOW_LOADING: Final = "LOADING"  # its files are fixed; its load jobs run
+WINDOW_DONE: Final = "DONE"  # every file loaded (or, alone in a failed load, recorded in ``failed``)
+
+
+@dataclass
+class Window(_Record):
+    """The files registered for one table in one time window, loaded together (windows.py).
+
+    ``sources`` is fixed when the record is created (before any job exists): a file is loaded
+    by the one window whose sources name it. ``parts`` are its load jobs (at most 10,000 files
+    each, BigQuery's limit); a part failing for its data is split in two until the bad file is
+    alone (``failed``: its uri -> the error).
+    """
+
+    table: str
+    window: int
+    sources: list[str] = field(default_factory=list)
+    parts: list[dict[str, Any]] = field(default_factory=list)  # {"name", "start", "end", "state"}
+    failed: dict[str, str] = field(default_factory=dict)
+    status: str = WINDOW_LOADING
+    loads: dict[str, dict[str, Any]] = field(default_factory=dict)
     claimed_at: str = ""
     holder: str = ""
     updated_at: str = ""

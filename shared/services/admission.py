@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from shared.config import Settings
+from shared.core.errors import PipelineError
 from shared.core.records import (
     ADMISSION_OPEN,
     JOB_CLAIMED,
@@ -120,7 +121,7 @@ def _admit(
     admission = claim.record
     now = inv.now()
     waiting = ledger.queued()
-    _prune(ledger, admission, seen_live, waiting, now)
+    _prune(ledger, admission, seen_live, waiting, now, settings.max_concurrent_jobs)
     counts["queued"], counts["live"] = len(waiting), len(admission.live)
     if lease_left(admission.paused_until, now, 0) > 0:
         return  # a 429's backoff
@@ -144,19 +145,31 @@ def _admit(
     counts["live"] = len(admission.live)
 
 
-def _prune(ledger: Ledger, admission: Admission, seen_live: set[str], waiting: list[Queued], now: datetime) -> None:
-    """Keep in ``live`` only attempts whose records are CLAIMED or SUBMITTED and not final."""
-    for key in list(admission.live):
-        run_id, chunk, attempt = key.rsplit("-", 2)
-        found = ledger.get_job(run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")))
-        if found is None:
-            # Admitted by an admitter that died before the record was claimed: free after a lease.
-            if lease_left(admission.live[key], now, ledger.lease_seconds) <= 0:
-                del admission.live[key]
-        elif not _holds_slot(found[0]):
-            del admission.live[key]
+def _prune(
+    ledger: Ledger,
+    admission: Admission,
+    seen_live: set[str],
+    waiting: list[Queued],
+    now: datetime,
+    limit: int,
+) -> None:
+    """Keep in ``live`` only attempts whose records are CLAIMED or SUBMITTED and not final.
+
+    The records are read only when every slot looks taken and something waits: a free slot
+    needs no proof, and a full table is at most ``limit`` reads.
+    """
     for key in seen_live:
         admission.live.setdefault(key, stamp(now))
+    if waiting and len(admission.live) >= limit:
+        for key in sorted(admission.live, key=admission.live.__getitem__):
+            run_id, chunk, attempt = key.rsplit("-", 2)
+            found = ledger.get_job(run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")))
+            if found is None:
+                # Admitted by an admitter that died before the record was claimed: free after a lease.
+                if lease_left(admission.live[key], now, ledger.lease_seconds) <= 0:
+                    del admission.live[key]
+            elif not _holds_slot(found[0]):
+                del admission.live[key]
     # A run's share is remembered while it has a job live or waiting.
     active = {key.rsplit("-", 2)[0] for key in admission.live} | {q.run_id for q in waiting}
     admission.served = {run: n for run, n in admission.served.items() if run in active}
@@ -208,7 +221,7 @@ def try_admit(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation)
     """Admit right after queueing, when the admission is free: a failure is left to the poller's next tick."""
     try:
         admit(ledger, settings, ports, inv)
-    except Exception as exc:  # the attempts are queued (or claimed): nothing is lost, the tick goes on
+    except PipelineError as exc:  # the attempts are queued (or claimed): nothing is lost, the poller goes on
         log.warning("admission left to the poller", extra={"error": str(exc)})
 
 

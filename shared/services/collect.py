@@ -8,7 +8,8 @@ recorded on the attempt, so a successor picks up where a dead or replaced holder
    blocks); each input key with no output line gets a MISSING row saying why; a key seen
    twice is kept once; the retryable rows' requests are written as the next attempt's
    input. Both files carry this holder's own name and are recorded in one conditional write.
-2. load the rows (loads.py: one job id per version, recorded before it is created);
+2. load the rows: registered in their table's load window (windows.py), loaded with other
+   files by one job; the attempt waits, released, until the loader wakes it;
 3. queue the next attempt (attempts.py; admission.py creates it), 4. load the attempt's ``batch_jobs`` row,
 5. COLLECTED, and the run completed when it was the last (runs.py).
 
@@ -46,6 +47,7 @@ from shared.services.attempts import finished_message, observe, queue_attempt
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_once
 from shared.services.runs import complete_run
+from shared.services.windows import AwaitingLoad, settle
 
 log = logging.getLogger("gbp.collect")
 OUTPUT_LINE_CAP: Final = 100 << 20  # BigQuery's largest JSON row; a longer output line becomes a FAILED row
@@ -95,6 +97,9 @@ def collect(message: dict[str, Any], settings: Settings, ports: Ports, inv: Invo
     try:
         with claim.released_on_error(keep=(PermanentError,)):
             _collect(claim, ledger, settings, ports, inv)
+    except AwaitingLoad:  # released: the window's loader wakes it (batch-finished) once its rows are in
+        log.info("rows wait for their load window", extra=fields)
+        return "loading"
     except PermanentError as exc:
         with claim.released_on_error():
             _give_up(claim, settings, ports, str(exc))
@@ -117,7 +122,7 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
     record.collect_error = ""  # a give-up that failed before it was recorded does not stand
     if not record.staged:
         _stage_rows(claim, settings, ports)
-    load_once(claim, "predictions", "predictions", record.staged["rows"], ports)
+    rows_loaded = settle(claim, "predictions", "predictions", record.staged["rows"], settings, ports)
     retry = int(record.staged["retry"])
     if retry and not record.child:
         retry_input, next_attempt = record.staged["retry_input"], record.attempt + 1
@@ -129,7 +134,8 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
             "retryable rows re-submitted",
             extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": next_attempt, "rows": retry},
         )
-    _load_job_row(claim, settings, ports)
+    if not (_load_job_row(claim, settings, ports) and rows_loaded):
+        raise AwaitingLoad(f"{job_key(record.run_id, record.chunk, record.attempt)}: rows registered for loading")
 
 
 def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> None:
@@ -241,8 +247,11 @@ def job_row(record: JobRecord, loaded_at: str) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
-def _load_job_row(claim: Claim[JobRecord], settings: Settings, ports: Ports, load: str = "batch_jobs") -> None:
-    """One ``batch_jobs`` row per job attempt, loaded once (``load``: COLLECTED, or given up)."""
+def _load_job_row(claim: Claim[JobRecord], settings: Settings, ports: Ports, load: str = "batch_jobs") -> bool:
+    """One ``batch_jobs`` row per job attempt, loaded once (``load``: COLLECTED, or given up at once).
+
+    True once loaded (a COLLECTED row goes through its table's load window).
+    """
     record = claim.record
     uri = ""
     if load not in record.loads:
@@ -251,7 +260,10 @@ def _load_job_row(claim: Claim[JobRecord], settings: Settings, ports: Ports, loa
         row = job_row(record, stamp(claim.inv.now()))
         row["status"] = "COLLECTED" if load == "batch_jobs" else "UNCOLLECTABLE"
         ports.store.write(uri, orjson.dumps(row) + b"\n")
-    load_once(claim, load, "batch_jobs", uri, ports)
+    if load == GIVE_UP:
+        load_once(claim, load, "batch_jobs", uri, ports)
+        return True
+    return settle(claim, load, "batch_jobs", uri, settings, ports)
 
 
 def _give_up(claim: Claim[JobRecord], settings: Settings, ports: Ports, reason: str) -> None:

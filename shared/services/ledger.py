@@ -28,10 +28,10 @@ import orjson
 
 from shared.core.errors import ConflictError, PermanentError, TransientError, UncertainError
 from shared.core.ids import job_key
-from shared.core.records import Admission, JobRecord, Run, move
+from shared.core.records import Admission, JobRecord, Run, Window, move
 from shared.ports import ObjectStore
 
-R = TypeVar("R", Run, JobRecord, Admission)
+R = TypeVar("R", Run, JobRecord, Admission, Window)
 
 
 def stamp(now: datetime) -> str:
@@ -123,12 +123,18 @@ class Ledger:
         """Where the admission record lives."""
         return f"{self.root}/admission.json"
 
-    def uri_of(self, record: Run | JobRecord | Admission) -> str:
+    def window_uri(self, table: str, window: int) -> str:
+        """Where the load window ``window`` of ``table`` lives."""
+        return f"{self.root}/loads/{table}/windows/w{window:010d}.json"
+
+    def uri_of(self, record: Run | JobRecord | Admission | Window) -> str:
         """Where ``record`` lives."""
         if isinstance(record, Run):
             return self.run_uri(record.run_id)
         if isinstance(record, Admission):
             return self.admission_uri
+        if isinstance(record, Window):
+            return self.window_uri(record.table, record.window)
         return self.job_uri(record.run_id, record.chunk, record.attempt)
 
     # --- reading and conditional writes -----------------------------------------------------
@@ -142,7 +148,7 @@ class Ledger:
         found = self.store.read(self.job_uri(run_id, chunk, attempt))
         return None if found is None else (JobRecord.from_json(orjson.loads(found[0])), found[1])
 
-    def put(self, record: Run | JobRecord | Admission, generation: int) -> int:
+    def put(self, record: Run | JobRecord | Admission | Window, generation: int) -> int:
         """Update ``record`` if nobody else did since ``generation`` (else ConflictError)."""
         return self.write(self.uri_of(record), orjson.dumps(record.to_json()), generation)
 
@@ -318,8 +324,8 @@ class Claim(Generic[R]):
     def move(self, transition: str) -> None:
         """Apply a named transition (records.TRANSITIONS) and save; the lease goes unless the move holds it."""
         record = self.record
-        if isinstance(record, Admission):
-            raise TypeError("the admission record has no transitions")
+        if isinstance(record, (Admission, Window)):
+            raise TypeError(f"a {type(record).__name__} record has no transitions")
         if not move(record, transition).holds:
             record.claimed_at = ""
         if isinstance(record, Run):

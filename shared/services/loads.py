@@ -16,8 +16,8 @@ import logging
 from typing import Any, Final
 
 from shared.core.errors import PermanentError, StillRunning, TransientError
-from shared.core.ids import job_key, load_job_id
-from shared.core.records import JobRecord
+from shared.core.ids import deployment_tag, job_key, load_job_id
+from shared.core.records import JobRecord, Window
 from shared.ports import LoadState, Ports
 from shared.services.ledger import Claim
 
@@ -32,6 +32,8 @@ def owner_of(claim: Claim[Any]) -> str:
     record = claim.record
     if isinstance(record, JobRecord):
         return job_key(record.run_id, record.chunk, record.attempt)
+    if isinstance(record, Window):  # job ids are project-wide: the deployment is in them
+        return f"{record.table}_{deployment_tag(claim.ledger.root)}_w{record.window}"
     return str(record.run_id)
 
 
@@ -41,8 +43,15 @@ def load_entry(claim: Claim[Any], name: str) -> dict[str, Any] | None:
     return entry
 
 
-def load_once(claim: Claim[Any], name: str, table: str, source_uri: str, ports: Ports) -> None:
-    """Load ``source_uri`` into ``table`` exactly once, as the load ``name`` of the claimed record.
+def describe(source: str | list[str]) -> str:
+    """A load's source(s), short enough for a log line or an error."""
+    if isinstance(source, str):
+        return source
+    return source[0] if len(source) == 1 else f"{len(source)} files ({source[0]} ...)"
+
+
+def load_once(claim: Claim[Any], name: str, table: str, source_uri: str | list[str], ports: Ports) -> None:
+    """Load ``source_uri`` (one file, or a window's files) into ``table`` exactly once, as the load ``name``.
 
     ``source_uri`` is used only when the load is not recorded yet; a recorded load keeps its
     own file. Returns once the load is DONE. Waits for a running load within the lease and the
@@ -60,7 +69,7 @@ def load_once(claim: Claim[Any], name: str, table: str, source_uri: str, ports: 
     if entry.get("state") == FAILED:
         raise PermanentError(f"load {entry['job_id']} failed: {entry.get('errors', [])[-1:]}")
     while entry.get("state") != DONE:
-        claim.confirm(f"loading {entry['source']}", LOAD_NEEDS)
+        claim.confirm(f"loading {describe(entry['source'])}", LOAD_NEEDS)
         wait = min(claim.inv.time_left(), claim.lease_left()) - LOAD_NEEDS
         try:
             result = ports.warehouse.load_once(entry["job_id"], entry["source"], entry["table"], max(1.0, wait))
@@ -71,13 +80,17 @@ def load_once(claim: Claim[Any], name: str, table: str, source_uri: str, ports: 
         if result.state is LoadState.DONE:
             entry["state"] = DONE
             claim.save()
-            log.info("rows loaded", extra={"load_job": result.job_id, "table": table, "gcs_uri": entry["source"]})
+            log.info(
+                "rows loaded", extra={"load_job": result.job_id, "table": table, "gcs_uri": describe(entry["source"])}
+            )
             return
         entry.setdefault("errors", []).append(f"{result.job_id}: {result.error}")
         if not result.retryable:
             entry["state"] = FAILED
             claim.save()
-            raise PermanentError(f"load {result.job_id} of {entry['source']} into {table} failed: {result.error}")
+            raise PermanentError(
+                f"load {result.job_id} of {describe(entry['source'])} into {table} failed: {result.error}"
+            )
         entry["version"] += 1
         entry["job_id"] = load_job_id(name, owner_of(claim), entry["version"])
         claim.save()  # the next version is recorded before it is created

@@ -38,6 +38,7 @@ from shared.services.admission import ADMIT_RESERVE, admit
 from shared.services.attempts import finished_message, observe, redrive
 from shared.services.ledger import Invocation, Ledger, lease_left, stamp
 from shared.services.runs import latest_attempts
+from shared.services.windows import load_windows
 
 log = logging.getLogger("gbp.poll")
 QUEUED_STATES: Final = frozenset({"JOB_STATE_QUEUED", "JOB_STATE_PENDING"})
@@ -83,6 +84,11 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
         log.warning("admission failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))
     else:
         counts.update(admitted)
+    try:
+        counts.update(load_windows(ledger, settings, ports, inv, reserve=TICK_RESERVE))
+    except Exception as exc:  # the windows wait for the next tick
+        counts["errors"] += 1
+        log.warning("load windows failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))
     for run_id in ledger.active_runs():
         if inv.time_left() < TICK_RESERVE:
             break

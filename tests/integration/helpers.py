@@ -101,6 +101,7 @@ def manual_settings(cloud: Endpoints, **overrides: Any) -> Settings:
         "input_bucket": "gbp-input", "work_bucket": "gbp-manual", "dataset": "gbp",
         "batch_requests_topic": "batch-results", "batch_finished_topic": "batch-results",
         "batch_results_topic": "batch-results", "input_prefix": "", "lease_seconds": 1,
+        "load_window_seconds": 0,  # each file loaded at once (load windows: test_quotas.py)
     }  # fmt: skip
     values.update(overrides)
     return Settings(**values)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +14,7 @@ import requests
 from local.clients import storage_client
 from local.stack import Endpoints
 from tests.integration.helpers import (
+    all_rows,
     jsonl,
     latest_rows,
     request_line,
@@ -77,3 +80,41 @@ def test_twenty_files_at_once_share_three_slots_fairly_through_429s(cloud: Endpo
     assert throttled >= 1
     # Fair across runs: the small file uploaded last is not stuck behind the 10-job one.
     assert max(job.end_time for job in jobs[last]) < max(job.end_time for job in jobs[big])
+
+
+LOAD_WINDOW_SECONDS = 2  # tests/integration/wiring.json
+
+
+def _load_jobs(cloud: Endpoints, since: float) -> Counter[str]:
+    jobs = requests.get(f"{cloud.bigquery}/_proxy/jobs", timeout=30).json()["jobs"]
+    return Counter(
+        str(job.get("destination")).rsplit(".", 1)[-1]
+        for job in jobs
+        if job.get("type") == "load" and datetime.fromisoformat(job["created"]).timestamp() >= since
+    )
+
+
+def test_many_small_runs_are_loaded_by_a_few_load_jobs_per_table(cloud: Endpoints) -> None:
+    started = time.time()
+    keys: dict[str, str] = {}
+
+    def upload(n: int) -> None:
+        _, run_id = upload_requests(cloud, "runs/", jsonl([request_line(f"small {n}", f"w{n}")]))
+        keys[run_id] = f"w{n}"
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for run_id in keys:
+        assert until_complete(cloud, run_id, timeout=240)["status"] == "COMPLETE"
+    elapsed = time.time() - started
+    for run_id, key in keys.items():
+        assert all_rows(cloud, run_id) == [(key, 1)]  # each row once
+    loads = _load_jobs(cloud, started)
+    # One load per table per closed window at most, however many runs: bounded by time, not by files.
+    windows = elapsed / LOAD_WINDOW_SECONDS + 2
+    for table in ("predictions", "batch_jobs"):
+        assert 1 <= loads[table] <= windows
+        assert loads[table] <= len(keys) / 2, loads  # 40 runs (3 jobs at a time: they finish spread out)

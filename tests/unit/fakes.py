@@ -10,6 +10,7 @@ the real local cloud.
 
 from __future__ import annotations
 
+import bisect
 import io
 import itertools
 from collections.abc import Iterator
@@ -107,7 +108,10 @@ class MemoryStore:
         self.write(uri, buffer.getvalue())
 
     def list(self, prefix_uri: str) -> list[str]:
-        return sorted(u for u in self.objects if u.startswith(prefix_uri))
+        names = sorted(self.objects)
+        start = bisect.bisect_left(names, prefix_uri)
+        end = bisect.bisect_left(names, prefix_uri + "\U0010ffff")
+        return names[start:end]
 
     def delete(self, uri: str) -> None:
         self.objects.pop(uri, None)
@@ -198,15 +202,22 @@ class FakeWarehouse:
     load_faults: list[dict[str, Any]] = field(default_factory=list)  # {"running": n} or {"fail": reason}
     insert_faults: list[str] = field(default_factory=list)  # "quotaExceeded" ... (no job created)
     clock: FakeClock | None = None  # waiting on a running load takes the time waited
+    bad_files: set[str] = field(default_factory=set)  # a load with any of these fails for its data
 
-    def load_once(self, job_id: str, source_uri: str, table: str, wait_seconds: float) -> LoadResult:
+    def load_once(self, job_id: str, source_uri: str | list[str], table: str, wait_seconds: float) -> LoadResult:
         job = self.jobs.get(job_id)
         if job is None:
             if self.insert_faults:
                 raise TransientError(f"loading {source_uri}: 403 {self.insert_faults.pop(0)}")
             fault = self.load_faults.pop(0) if self.load_faults else {}
-            data, _ = self.store.objects[source_uri]
-            rows = [orjson.loads(line) for line in data.splitlines() if line]
+            sources = [source_uri] if isinstance(source_uri, str) else source_uri
+            rows = []
+            for source in sources:
+                data, _ = self.store.objects[source]
+                rows += [orjson.loads(line) for line in data.splitlines() if line]
+            bad = [s for s in sources if s in self.bad_files]
+            if bad and "fail" not in fault:
+                fault = {**fault, "fail": "invalid"}
             job = self.jobs[job_id] = {"table": table, "rows": rows, "running": fault.get("running", 0),
                                        "error": fault.get("fail")}  # fmt: skip
         if job["running"]:

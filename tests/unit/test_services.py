@@ -25,6 +25,7 @@ SETTINGS = Settings(
     project="p", location="us-central1", bq_location="us-central1", input_bucket="gbp-in", work_bucket="work",
     dataset="gbp", batch_requests_topic="requests", batch_finished_topic="finished", batch_results_topic="results",
     max_requests_per_job=2, lease_seconds=60, queue_timeout_seconds=3600, cancel_timeout_seconds=600,
+    load_window_seconds=0,  # each file loaded at once; load windows have their own tests
 )  # fmt: skip
 SOURCE = "gs://gbp-in/incoming/f.jsonl"
 BUSY = 'Too Many Requests: {"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED"}}'
@@ -698,12 +699,17 @@ def test_fair_order_serves_the_run_given_least_first_and_no_one_waits_for_ever()
     assert next(iter(fair_order(starving, {"old": 50}, now))).run_id == "old"  # 7 h in the queue
 
 
-def test_a_slot_is_freed_when_its_attempt_is_queued_again_or_finished() -> None:
-    world = World([_line("q", "k")], dataclasses.replace(SETTINGS, max_concurrent_jobs=1))
+def test_a_slot_is_freed_when_its_job_finishes_and_the_next_run_gets_it() -> None:
+    one = dataclasses.replace(SETTINGS, max_concurrent_jobs=1)
+    world = World([_line("q", "k")], one)
     world.submit()
     admission = orjson.loads(world.store.objects["gs://work/ledger/admission.json"][0])
     assert list(admission["live"]) == ["r1-c0000-a1"] and admission["claimed_at"] == ""
+    world.store.write("gs://gbp-in/incoming/g.jsonl", _line("q2", "k2") + b"\n")
+    second = Submission("r2", "gs://gbp-in/incoming/g.jsonl", world.store.generation("gs://gbp-in/incoming/g.jsonl"))
+    assert world.submit(second) == "submitted" and len(world.jobs.jobs) == 1  # r2 waits for the slot
     world.finish()
-    world.drive()
+    world.drive(1)  # the poller sees r1's job final: its slot goes to r2
+    assert len(world.jobs.jobs) == 2
     admission = orjson.loads(world.store.objects["gs://work/ledger/admission.json"][0])
-    assert admission["live"] == {} and admission["served"] == {} and world.run()["announced"]
+    assert list(admission["live"]) == ["r2-c0000-a1"]

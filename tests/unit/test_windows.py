@@ -1,0 +1,113 @@
+"""Load windows on the fakes: many files, few load jobs, each row once; a late file, a bad file."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from shared.core.records import Window
+from shared.services.ledger import Ledger
+from shared.services.submit import Submission
+from shared.services.windows import is_closed, owner_of_file, window_of
+from tests.unit.test_services import SETTINGS, World, _line
+
+WINDOWED = dataclasses.replace(SETTINGS, load_window_seconds=60, max_concurrent_jobs=1000)
+
+
+def _submit_runs(world: World, count: int) -> list[str]:
+    runs = []
+    for n in range(count):
+        source = f"gs://gbp-in/incoming/f{n}.jsonl"
+        world.store.write(source, _line(f"q{n}", f"k{n}") + b"\n")
+        run_id = f"r{n:04d}"
+        sub = Submission(run_id, source, world.store.generation(source))
+        assert world.submit(sub) == "submitted"
+        runs.append(run_id)
+    return runs
+
+
+def _announced(world: World) -> list[str]:
+    return [m["run_id"] for m in world.results()]
+
+
+def _until_announced(world: World, count: int, rounds: int = 30) -> None:
+    for _ in range(rounds):
+        world.drive(1)
+        if len(set(_announced(world))) >= count:
+            return
+        world.clock.advance(30)
+    raise AssertionError(f"{len(set(_announced(world)))} of {count} runs announced")
+
+
+def _loads(world: World, table: str) -> int:
+    return sum(1 for job in world.warehouse.jobs.values() if job["table"] == table)
+
+
+def test_five_hundred_small_runs_use_a_few_loads_per_table_not_one_each() -> None:
+    world = World([], WINDOWED)
+    runs = _submit_runs(world, 500)
+    world.finish()
+    _until_announced(world, 500)
+    rows = world.warehouse.rows()
+    assert Counter(r["request_key"] for r in rows) == Counter(f"k{n}" for n in range(500))  # each once
+    assert len(world.warehouse.rows("batch_jobs")) == 500
+    assert sorted(set(_announced(world))) == runs
+    assert _loads(world, "predictions") <= 3 and _loads(world, "batch_jobs") <= 3  # 500 runs, one window or two
+
+
+def test_a_file_registered_after_its_window_was_made_moves_to_the_next_one() -> None:
+    world = World([_line("q", "k")], WINDOWED)
+    world.submit()
+    world.finish()
+    world.poll()
+    assert world.deliver() == ["loading"]  # registered in its window, released
+    entry = world.job()["loads"]["predictions"]
+    ledger = Ledger(world.store, "work", 60)
+    # The loader made the window before this file's marker came (a slow registration).
+    marker = next(u for u in world.store.list("gs://work/ledger/loads/predictions/pending/") if "rows/" in u)
+    world.store.delete(marker)
+    world.clock.advance(200)
+    late = Window("predictions", entry["window"], sources=[], status="DONE")
+    world.store.write(ledger.window_uri("predictions", entry["window"]), orjson.dumps(late.to_json()))
+    world.bus.publish("finished", {"run_id": "r1", "chunk": 0, "attempt": 1})
+    assert world.deliver() == ["loading"]
+    moved = world.job()["loads"]["predictions"]["window"]
+    assert moved > entry["window"]
+    world.clock.advance(200)
+    world.drive(2)
+    assert world.run()["announced"] and [r["request_key"] for r in world.warehouse.rows()] == ["k"]
+
+
+def test_a_bad_file_fails_alone_and_the_other_files_of_its_window_load() -> None:
+    world = World([], WINDOWED)
+    runs = _submit_runs(world, 8)
+    world.finish()
+    world.poll()
+    world.deliver()
+    bad = next(u for u in world.store.objects if u.startswith("gs://work/rows/r0003/") and u.endswith(".ndjson"))
+    world.warehouse.bad_files.add(bad)
+    _until_announced(world, 8)
+    keys = sorted(r["request_key"] for r in world.warehouse.rows())
+    assert keys == sorted(f"k{n}" for n in range(8) if n != 3)  # the other seven loaded, once each
+    announcement = next(m for m in world.results() if m["run_id"] == "r0003")
+    assert announcement["uncollectable"] and "invalid" in announcement["uncollectable"][0]["error"]
+    assert _loads(world, "predictions") <= 1 + 2 * 3  # the window, then halves down to the bad file
+    assert len(set(_announced(world))) == len(runs)
+
+
+def test_a_window_closes_at_its_end_plus_a_grace_and_files_name_their_owners() -> None:
+    now = datetime(2026, 11, 29, 12, 0, 10, tzinfo=UTC)
+    window = window_of(now, 120)
+    end = datetime.fromtimestamp((window + 1) * 120, UTC)
+    assert end > now and not is_closed(window, 120, now)
+    assert not is_closed(window, 120, end + timedelta(seconds=29)) and is_closed(
+        window, 120, end + timedelta(seconds=30)
+    )
+    short = window_of(now, 1)
+    assert is_closed(short, 1, now + timedelta(seconds=2)) and not is_closed(short, 1, now + timedelta(seconds=1))
+    assert owner_of_file("gs://w/rows/r1/r1-c0003-a2.g17.ndjson") == ("r1", 3, 2)
+    assert owner_of_file("gs://w/rows/r1/r1-c0003-a2.g17.job.ndjson") == ("r1", 3, 2)
+    assert owner_of_file("gs://w/rows/r1/invalid.ndjson") is None
