@@ -16,7 +16,7 @@ PY_MIN := $(VENV_MIN)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 REQS := requirements.txt requirements-dev.txt requirements-local.txt pyproject.toml
 
-.PHONY: help demo build test test-unit test-functions test-terraform test-integration test-genai-min lint fmt bench bench-e2e local-up local-down local-status clean
+.PHONY: help demo build test test-unit test-functions test-terraform test-integration test-genai-min lint fmt bench bench-e2e bench-poll local-up local-down local-status clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench: $(VENV)/.installed ## Benchmarks: normalizer vs parse+emit floor, pandas,
 	$(PY) -m bench.run
 
 N ?= 10000
+bench-poll: $(VENV)/.installed ## One poll tick over JOBS followed jobs (and as many queued) on a local cloud of its own (JOBS=1000)
+	$(PY) -m bench.poll_tick --jobs $(or $(JOBS),1000)
+
 bench-e2e: $(VENV)/.installed ## The pipeline end to end on a local cloud of its own: per-stage MB/s, rows/s, RSS, load jobs (N=10000)
 	$(PY) -m bench.e2e --requests $(N)
 

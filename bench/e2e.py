@@ -108,7 +108,7 @@ def requests_file(count: int, seed: int) -> Path:
 
 # --- the run --------------------------------------------------------------------------------
 @contextmanager
-def local_cloud(state_dir: Path, time_scale: float) -> Iterator[Stack]:
+def local_cloud(state_dir: Path, time_scale: float, functions: bool = True) -> Iterator[Stack]:
     """A local cloud of its own, stopped by PID whatever happens (SIGTERM included)."""
     for name in list(os.environ):  # no real credentials, no fixed ports shared with another cloud
         if name.startswith(("GOOGLE_", "GEMINI_")) or (name.startswith("LOCAL_CLOUD_") and name.endswith("_PORT")):
@@ -123,7 +123,7 @@ def local_cloud(state_dir: Path, time_scale: float) -> Iterator[Stack]:
     started = time.monotonic()
     log.info("starting the local cloud", extra={"state_dir": str(state_dir), "time_scale": time_scale})
     try:
-        stack.up(time_scale=time_scale)
+        stack.up(time_scale=time_scale, functions=functions)
         log.info("local cloud up", extra={"seconds": round(time.monotonic() - started, 1)})
         yield stack
     finally:

@@ -25,11 +25,13 @@ locals {
     SUBMIT_BYTES_PER_INVOCATION = tostring(var.submit_bytes_per_invocation)
     # Vertex runs 8 Gemini batch jobs at once per project and region unless Google raised it: the
     # rest wait QUEUED in the ledger (README: quotas). 429s on create pause admission (doubling).
-    MAX_CONCURRENT_JOBS         = tostring(var.max_concurrent_jobs)
-    CREATE_BACKOFF_SECONDS      = "60"
-    QUEUE_TIMEOUT_SECONDS       = tostring(var.queue_timeout_seconds)
-    RUN_TIMEOUT_SECONDS         = tostring(var.run_timeout_seconds)
-    CANCEL_TIMEOUT_SECONDS      = tostring(var.cancel_timeout_seconds)
+    MAX_CONCURRENT_JOBS    = tostring(var.max_concurrent_jobs)
+    CREATE_BACKOFF_SECONDS = "60"
+    # A table's rows files are loaded together, one load job per window (BigQuery: 1,500 loads a table a day).
+    LOAD_WINDOW_SECONDS    = tostring(var.load_window_seconds)
+    QUEUE_TIMEOUT_SECONDS  = tostring(var.queue_timeout_seconds)
+    RUN_TIMEOUT_SECONDS    = tostring(var.run_timeout_seconds)
+    CANCEL_TIMEOUT_SECONDS = tostring(var.cancel_timeout_seconds)
     # A claim's lease outlives the longest invocation (540 s) that could still hold it.
     LEASE_SECONDS         = "600"
     MAX_EVENT_AGE_SECONDS = "86400"

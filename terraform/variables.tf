@@ -82,6 +82,16 @@ variable "max_concurrent_jobs" {
   }
 }
 
+variable "load_window_seconds" {
+  type        = number
+  description = "Rows files of a table are loaded together, one BigQuery load job per window this long (BigQuery takes 1,500 loads per table per day; 0 loads each file at once). README: quotas."
+  default     = 120
+  validation {
+    condition     = var.load_window_seconds == 0 || var.load_window_seconds >= 60
+    error_message = "load_window_seconds must be 0 (each file at once) or at least 60 (at most 1,440 loads a table a day)."
+  }
+}
+
 variable "poll_schedule" {
   type        = string
   description = "Cloud Scheduler cron of the poll tick."

@@ -8,9 +8,10 @@ the ledger) and are created as slots free:
 - One admitter at a time holds ``ledger/admission.json`` (a claim with a lease): the poller
   every tick, and a submitter or collector right after it queued something (when another
   admitter holds it, that one or the next tick does the work).
-- ``live`` in that record is the set of admitted attempts; before counting, the admitter drops
-  those whose records are no longer CLAIMED or SUBMITTED. A key is added (saved) before its
-  attempt is claimed, so that an admitter that dies half-way over-counts, never under-counts.
+- ``live`` in that record is the set of admitted attempts; when it looks full, the admitter
+  drops those whose records are no longer CLAIMED or SUBMITTED. The keys of a round are added
+  (in one write) before their attempts are claimed, so that an admitter that dies half-way
+  over-counts, never under-counts.
 - Fair across runs: the run that was given the fewest jobs so far goes first, its oldest
   attempt first (a small run is not stuck behind a 50-job one); ties go to the run waiting
   longest; an attempt queued for STARVING_SECONDS goes before any share (nothing waits forever).
@@ -25,6 +26,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Final
 
 from shared.config import Settings
@@ -82,12 +84,19 @@ def fair_order(
 
 
 def admit(
-    ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, seen_live: Iterable[str] = ()
+    ledger: Ledger,
+    settings: Settings,
+    ports: Ports,
+    inv: Invocation,
+    seen_live: Iterable[str] = (),
+    seen_done: Iterable[str] = (),
 ) -> dict[str, int]:
     """Create the jobs of queued attempts while slots are free; return what was done.
 
     ``seen_live``: keys the caller has just seen CLAIMED or SUBMITTED (the poller's tick),
-    counted as live even when the admission record lost track of them.
+    counted as live even when the admission record lost track of them; ``seen_done``: keys it
+    has just seen past their job (final, collecting, collected), which never hold a slot again.
+    Neither needs reading again.
     """
     counts = dict.fromkeys(("admitted", "throttled", "queued", "live"), 0)
     if inv.time_left() < ADMIT_RESERVE:
@@ -101,7 +110,7 @@ def admit(
     if claim is None:
         return counts
     with claim.released_on_error():
-        _admit(claim, ledger, settings, ports, inv, set(seen_live), counts)
+        _admit(claim, ledger, settings, ports, inv, (set(seen_live), set(seen_done)), counts)
         claim.record.claimed_at, claim.record.updated_at = "", stamp(inv.now())
         claim.save()
     if counts["admitted"] or counts["throttled"]:
@@ -115,29 +124,44 @@ def _admit(
     settings: Settings,
     ports: Ports,
     inv: Invocation,
-    seen_live: set[str],
+    seen: tuple[set[str], set[str]],
     counts: dict[str, int],
 ) -> None:
     admission = claim.record
     now = inv.now()
     waiting = ledger.queued()
-    _prune(ledger, admission, seen_live, waiting, now, settings.max_concurrent_jobs)
+    _prune(ledger, admission, seen, waiting, now, settings.max_concurrent_jobs)
     counts["queued"], counts["live"] = len(waiting), len(admission.live)
     if lease_left(admission.paused_until, now, 0) > 0:
         return  # a 429's backoff
-    for entry in fair_order(waiting, admission.served, now):
-        if len(admission.live) >= settings.max_concurrent_jobs or inv.time_left() < ADMIT_RESERVE:
+    picks = list(islice(fair_order(waiting, admission.served, now), settings.max_concurrent_jobs - len(admission.live)))
+    if not picks:
+        return
+    # The slots are taken in one write before any attempt is claimed (GCS takes about one write a
+    # second to one object): a crash in between over-counts until the next admitter looks.
+    at = stamp(now)
+    admission.live.update((entry.key, at) for entry in picks)
+    claim.confirm("admitting batch jobs", CREATE_NEEDS)
+    claim.save()
+    for index, entry in enumerate(picks):
+        if inv.time_left() < ADMIT_RESERVE:
+            for left in picks[index:]:
+                admission.live.pop(left.key, None)
             break
+        claim.confirm("admitting a batch job", CREATE_NEEDS)
         outcome = _admit_one(claim, ledger, settings, ports, inv, entry)
-        if outcome == "throttled":
+        if outcome in ("absent", "stale"):
             admission.live.pop(entry.key, None)
+        elif outcome == "throttled":
+            for left in picks[index:]:
+                admission.live.pop(left.key, None)
             admission.throttles += 1
             pause = settings.create_backoff_seconds * 2 ** min(admission.throttles - 1, MAX_BACKOFF_DOUBLINGS)
             admission.paused_until = stamp(inv.now() + timedelta(seconds=pause))
             counts["throttled"] += 1
             log.warning("admission paused after a 429", extra={"seconds": pause, "live": len(admission.live)})
             break
-        if outcome in ("submitted", "adopted", "refused"):
+        elif outcome in ("submitted", "adopted", "refused"):
             admission.throttles = 0
             admission.served[entry.run_id] = admission.served.get(entry.run_id, 0) + 1
             counts["admitted"] += 1
@@ -148,20 +172,23 @@ def _admit(
 def _prune(
     ledger: Ledger,
     admission: Admission,
-    seen_live: set[str],
+    seen: tuple[set[str], set[str]],
     waiting: list[Queued],
     now: datetime,
     limit: int,
 ) -> None:
     """Keep in ``live`` only attempts whose records are CLAIMED or SUBMITTED and not final.
 
-    The records are read only when every slot looks taken and something waits: a free slot
-    needs no proof, and a full table is at most ``limit`` reads.
+    What the caller has just seen is taken as it is; the other records are read only when every
+    slot looks taken and something waits (a free slot needs no proof): at most ``limit`` reads.
     """
+    seen_live, seen_done = seen
     for key in seen_live:
         admission.live.setdefault(key, stamp(now))
+    for key in seen_done:
+        admission.live.pop(key, None)
     if waiting and len(admission.live) >= limit:
-        for key in sorted(admission.live, key=admission.live.__getitem__):
+        for key in sorted(set(admission.live) - seen_live, key=admission.live.__getitem__):
             run_id, chunk, attempt = key.rsplit("-", 2)
             found = ledger.get_job(run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")))
             if found is None:
@@ -196,10 +223,6 @@ def _admit_one(
     run = ledger.get_run(entry.run_id)
     if run is None:
         return "absent"
-    # The slot is taken (saved) before the attempt is claimed: a crash in between over-counts.
-    claim.record.live[entry.key] = stamp(inv.now())
-    claim.confirm("admitting a batch job", CREATE_NEEDS)
-    claim.save()
     ledger.activate(entry.run_id, entry.chunk, entry.attempt, inv.now())  # followed from before it is claimed
     uri = ledger.job_uri(entry.run_id, entry.chunk, entry.attempt)
     try:

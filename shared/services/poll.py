@@ -11,6 +11,8 @@ completion. One failing job never stops the tick for the others.
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -45,6 +47,7 @@ QUEUED_STATES: Final = frozenset({"JOB_STATE_QUEUED", "JOB_STATE_PENDING"})
 RUNNING_STATES: Final = frozenset({"JOB_STATE_RUNNING", "JOB_STATE_UPDATING"})
 PAUSED: Final = "JOB_STATE_PAUSED"
 CANCELLING: Final = "JOB_STATE_CANCELLING"
+POLL_WORKERS: Final = 8  # within the storage client's connection pool (10)
 TICK_RESERVE: Final = 30.0  # seconds of the invocation kept back: what is not followed now is next tick's
 
 
@@ -60,16 +63,20 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
         followed = followed[turn:] + followed[:turn]
     waiting = ledger.queued()
     busy_runs = {run_id for run_id, _, _ in followed} | {q.run_id for q in waiting}
-    seen_live: set[str] = set()
-    for run_id, chunk, attempt in followed:
+    seen_live: set[str] = set()  # set.add is atomic: the workers share them
+    seen_done: set[str] = set()
+
+    def follow(key: tuple[str, int, int]) -> Counter[str]:
+        run_id, chunk, attempt = key
+        done: Counter[str] = Counter()
         if inv.time_left() < TICK_RESERVE + ADMIT_RESERVE:
-            log.warning("poll tick out of time: the rest next tick", extra={"left": len(followed) - counts["followed"]})
-            break
-        counts["followed"] += 1
+            done["left"] += 1
+            return done
+        done["followed"] += 1
         try:
-            _follow(ledger, settings, ports, inv, run_id, chunk, attempt, counts, seen_live)
+            _follow(ledger, settings, ports, inv, run_id, chunk, attempt, done, (seen_live, seen_done))
         except Exception as exc:  # one job must never stop the tick for the others
-            counts["errors"] += 1
+            done["errors"] += 1
             expected = isinstance(exc, PipelineError)
             log.log(
                 logging.WARNING if expected else logging.ERROR,
@@ -77,8 +84,19 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
                 extra={"run_id": run_id, "chunk": chunk, "attempt": attempt, "error": str(exc)},
                 exc_info=not expected,
             )
+        return done
+
+    # Each followed attempt is a ledger read and, while its job runs, a Vertex read: I/O, so in
+    # parallel (one attempt per worker at a time; the clients are thread-safe).
+    with ThreadPoolExecutor(max_workers=POLL_WORKERS) as pool:
+        totals = sum(pool.map(follow, followed), Counter())
+    left = totals.pop("left", 0)
+    for name, value in totals.items():
+        counts[name] = counts.get(name, 0) + value
+    if left:
+        log.warning("poll tick out of time: the rest next tick", extra={"left": left})
     try:
-        admitted = admit(ledger, settings, ports, inv, seen_live)
+        admitted = admit(ledger, settings, ports, inv, seen_live, seen_done)
     except Exception as exc:  # the queue waits for the next tick
         counts["errors"] += 1
         log.warning("admission failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))
@@ -110,7 +128,7 @@ def _follow(
     chunk: int,
     attempt: int,
     counts: dict[str, int],
-    seen_live: set[str],
+    seen: tuple[set[str], set[str]],
 ) -> None:
     found = ledger.get_job(run_id, chunk, attempt)
     if found is None:
@@ -118,13 +136,17 @@ def _follow(
         return
     record, generation = found
     now = inv.now()
+    seen_live, seen_done = seen
+    key = job_key(run_id, chunk, attempt)
+    if record.status in (JOB_FINISHED, JOB_COLLECTING, *JOB_TERMINAL):
+        seen_done.add(key)
     if record.status in JOB_TERMINAL:
         ledger.deactivate(record)  # a marker left by a crash after the last write
     elif record.status == JOB_QUEUED:  # queued again (429) by a holder that died before dropping this marker
         ledger.mark_queued(record)
         ledger.deactivate(record)
     elif record.status == JOB_CLAIMED:
-        seen_live.add(job_key(run_id, chunk, attempt))
+        seen_live.add(key)
         if lease_left(record.claimed_at, now, settings.lease_seconds) <= 0:
             log.warning("job claim lapsed: submitting", extra={"run_id": run_id, "chunk": chunk})
             redrive(ledger, settings, ports, inv, record)
@@ -139,8 +161,9 @@ def _follow(
             ledger.put(record, generation)  # first: a tick that overlaps this one does not publish too
             ports.bus.publish(settings.batch_finished_topic, finished_message(record))
             counts["republished"] += 1
-    elif record.status == JOB_SUBMITTED and _follow_submitted(ledger, settings, ports, inv, record, generation, counts):
-        seen_live.add(job_key(run_id, chunk, attempt))
+    elif record.status == JOB_SUBMITTED:
+        live = _follow_submitted(ledger, settings, ports, inv, record, generation, counts)
+        (seen_live if live else seen_done).add(key)
 
 
 def _follow_submitted(

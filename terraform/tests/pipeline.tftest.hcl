@@ -126,6 +126,12 @@ run "max_concurrent_jobs_is_validated" {
   expect_failures = [var.max_concurrent_jobs]
 }
 
+run "load_window_seconds_is_validated" {
+  command = plan
+  variables { load_window_seconds = 30 }
+  expect_failures = [var.load_window_seconds]
+}
+
 run "name_prefix_is_validated" {
   command = plan
   variables { name_prefix = "Not_A_Prefix!" }
