@@ -87,8 +87,8 @@ variable "load_window_seconds" {
   description = "Rows files of a table are loaded together, one BigQuery load job per window this long (BigQuery takes 1,500 loads per table per day; 0 loads each file at once). README: quotas."
   default     = 120
   validation {
-    condition     = var.load_window_seconds == 0 || var.load_window_seconds >= 60
-    error_message = "load_window_seconds must be 0 (each file at once) or at least 60 (at most 1,440 loads a table a day)."
+    condition     = var.load_window_seconds == 0 || var.load_window_seconds >= 120
+    error_message = "load_window_seconds must be 0 (each file at once) or at least 120 (at most 720 loads a table a day, room left for retries)."
   }
 }
 

@@ -345,6 +345,7 @@ class Window(_Record):
 
     table: str
     window: int
+    seconds: int  # the window's length (windows of another LOAD_WINDOW_SECONDS are others)
     sources: list[str] = field(default_factory=list)
     parts: list[dict[str, Any]] = field(default_factory=list)  # {"name", "start", "end", "state"}
     failed: dict[str, str] = field(default_factory=dict)

@@ -90,17 +90,22 @@ def admit(
     inv: Invocation,
     seen_live: Iterable[str] = (),
     seen_done: Iterable[str] = (),
+    throttled: bool = False,
 ) -> dict[str, int]:
     """Create the jobs of queued attempts while slots are free; return what was done.
 
     ``seen_live``: keys the caller has just seen CLAIMED or SUBMITTED (the poller's tick),
     counted as live even when the admission record lost track of them; ``seen_done``: keys it
     has just seen past their job (final, collecting, collected), which never hold a slot again.
-    Neither needs reading again.
+    Neither needs reading again. ``throttled``: the caller met a 429 creating a job itself
+    (the poller's redrive): admission pauses as for its own.
     """
     counts = dict.fromkeys(("admitted", "throttled", "queued", "live"), 0)
     if inv.time_left() < ADMIT_RESERVE:
         return counts
+    waiting = ledger.queued()
+    if not waiting:
+        return counts  # nothing to admit: the admission record is not touched (one object: ~1 write a second)
     try:
         _, claim = ledger.claim(
             Admission, ledger.admission_uri, inv, create=Admission(), states=frozenset({ADMISSION_OPEN})
@@ -110,7 +115,9 @@ def admit(
     if claim is None:
         return counts
     with claim.released_on_error():
-        _admit(claim, ledger, settings, ports, inv, (set(seen_live), set(seen_done)), counts)
+        if throttled:
+            _pause(claim.record, settings, inv, counts)
+        _admit(claim, ledger, settings, ports, inv, waiting, (set(seen_live), set(seen_done)), counts)
         claim.record.claimed_at, claim.record.updated_at = "", stamp(inv.now())
         claim.save()
     if counts["admitted"] or counts["throttled"]:
@@ -124,12 +131,12 @@ def _admit(
     settings: Settings,
     ports: Ports,
     inv: Invocation,
+    waiting: list[Queued],
     seen: tuple[set[str], set[str]],
     counts: dict[str, int],
 ) -> None:
     admission = claim.record
     now = inv.now()
-    waiting = ledger.queued()
     _prune(ledger, admission, seen, waiting, now, settings.max_concurrent_jobs)
     counts["queued"], counts["live"] = len(waiting), len(admission.live)
     if lease_left(admission.paused_until, now, 0) > 0:
@@ -155,11 +162,7 @@ def _admit(
         elif outcome == "throttled":
             for left in picks[index:]:
                 admission.live.pop(left.key, None)
-            admission.throttles += 1
-            pause = settings.create_backoff_seconds * 2 ** min(admission.throttles - 1, MAX_BACKOFF_DOUBLINGS)
-            admission.paused_until = stamp(inv.now() + timedelta(seconds=pause))
-            counts["throttled"] += 1
-            log.warning("admission paused after a 429", extra={"seconds": pause, "live": len(admission.live)})
+            _pause(admission, settings, inv, counts)
             break
         elif outcome in ("submitted", "adopted", "refused"):
             admission.throttles = 0
@@ -167,6 +170,15 @@ def _admit(
             counts["admitted"] += 1
     counts["queued"] -= counts["admitted"]
     counts["live"] = len(admission.live)
+
+
+def _pause(admission: Admission, settings: Settings, inv: Invocation, counts: dict[str, int]) -> None:
+    """A 429 on create: no admission for CREATE_BACKOFF_SECONDS, doubled with each 429 in a row (at most 32x)."""
+    admission.throttles += 1
+    pause = settings.create_backoff_seconds * 2 ** min(admission.throttles - 1, MAX_BACKOFF_DOUBLINGS)
+    admission.paused_until = stamp(inv.now() + timedelta(seconds=pause))
+    counts["throttled"] += 1
+    log.warning("admission paused after a 429", extra={"seconds": pause, "live": len(admission.live)})
 
 
 def _prune(
@@ -219,7 +231,7 @@ def _admit_one(
     record = found[0]
     if record.status != JOB_QUEUED or ledger.queued_uri(record) != entry.uri:
         ledger.store.delete(entry.uri)  # a marker left behind: admitted already, or queued again elsewhere
-        return "stale"
+        return "live" if _holds_slot(record) else "stale"
     run = ledger.get_run(entry.run_id)
     if run is None:
         return "absent"

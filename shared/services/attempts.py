@@ -110,37 +110,40 @@ def create_claimed(claim: Claim[JobRecord], settings: Settings, ports: Ports, ru
     with claim.released_on_error():
         labels = job_labels(run.run_id, record.chunk, record.attempt, run.labels)
         identity = {k: labels[k] for k in PIPELINE_LABELS}
-        job = ports.jobs.find(identity, record.location)  # a holder that died after creating must not bill twice
-        outcome = "adopted"
-        if job is None:
-            claim.confirm("creating a batch job", CREATE_NEEDS)
-            try:
-                job = ports.jobs.create(
-                    model=run.model,
-                    input_uri=record.input_uri,
-                    dest_prefix=record.dest_prefix,
-                    display_name=f"{run.display_name or run.run_id}-c{record.chunk}-a{record.attempt}"[:128],
-                    labels=labels,
-                    location=record.location,
-                )
-            except Throttled as exc:
-                record.throttled += 1
-                record.history.append({"state": "THROTTLED", "at": stamp(inv.now())})
-                claim.ledger.mark_queued(record)  # back in its own place (its queued_at is kept)
-                claim.move("throttled")
-                claim.ledger.deactivate(record)
-                log.warning("batch job create throttled: queued again", extra={**fields, "error": str(exc)})
-                return "throttled"
-            except RefusedError as exc:
-                record.error = job_error(exc.status or _STATUS_OF.get(exc.code or 0), str(exc), "create")
-                record.history.append({"state": "REFUSED", "at": stamp(inv.now())})
-                claim.move("refused")
-                log.error("batch job refused", extra={**fields, "error": str(exc)})
-                ports.bus.publish(settings.batch_finished_topic, finished_message(record))
-                record.finished_at = stamp(inv.now())
-                claim.save()
-                return "refused"
-            outcome = "submitted"
+        try:
+            job = ports.jobs.find(identity, record.location)  # a holder that died after creating must not bill twice
+            outcome = "adopted"
+            if job is None:
+                claim.confirm("creating a batch job", CREATE_NEEDS)
+                try:
+                    job = ports.jobs.create(
+                        model=run.model,
+                        input_uri=record.input_uri,
+                        dest_prefix=record.dest_prefix,
+                        display_name=f"{run.display_name or run.run_id}-c{record.chunk}-a{record.attempt}"[:128],
+                        labels=labels,
+                        location=record.location,
+                    )
+                except RefusedError as exc:
+                    record.error = job_error(exc.status or _STATUS_OF.get(exc.code or 0), str(exc), "create")
+                    record.history.append({"state": "REFUSED", "at": stamp(inv.now())})
+                    claim.move("refused")
+                    log.error("batch job refused", extra={**fields, "error": str(exc)})
+                    ports.bus.publish(settings.batch_finished_topic, finished_message(record))
+                    record.finished_at = stamp(inv.now())
+                    claim.save()
+                    return "refused"
+                outcome = "submitted"
+        except Throttled as exc:  # a 429 on the look-up or the create: nothing was created
+            record.throttled += 1
+            record.queued_at = record.queued_at or stamp(inv.now())  # one queued before admission existed
+            record.history.append({"state": "THROTTLED", "at": stamp(inv.now())})
+            claim.ledger.mark_queued(record)  # back in its own place (its queued_at is kept)
+            claim.move("throttled")
+            claim.ledger.deactivate(record)
+            log.warning("batch job create throttled: queued again", extra={**fields, "error": str(exc)})
+            return "throttled"
+        if outcome == "submitted":
             log.info("batch job submitted", extra={**fields, "job_name": job.name, "rows": record.requests})
         else:
             log.info("batch job found: adopted", extra={**fields, "job_name": job.name})

@@ -9,7 +9,8 @@ recorded on the attempt, so a successor picks up where a dead or replaced holder
    twice is kept once; the retryable rows' requests are written as the next attempt's
    input. Both files carry this holder's own name and are recorded in one conditional write.
 2. load the rows: registered in their table's load window (windows.py), loaded with other
-   files by one job; the attempt waits, released, until the loader wakes it;
+   files by one job; the attempt waits, released, until the loader wakes it (the steps below
+   wait for it: a file refused for its data ends the attempt with nothing else done);
 3. queue the next attempt (attempts.py; admission.py creates it), 4. load the attempt's ``batch_jobs`` row,
 5. COLLECTED, and the run completed when it was the last (runs.py).
 
@@ -122,7 +123,10 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
     record.collect_error = ""  # a give-up that failed before it was recorded does not stand
     if not record.staged:
         _stage_rows(claim, settings, ports)
-    rows_loaded = settle(claim, "predictions", "predictions", record.staged["rows"], settings, ports)
+    if not settle(claim, "predictions", "predictions", record.staged["rows"], settings, ports):
+        # Nothing else before the rows are in: a file refused for its data ends the attempt
+        # UNCOLLECTABLE, with no retry queued and no COLLECTED batch_jobs row on its way.
+        raise AwaitingLoad(f"{job_key(record.run_id, record.chunk, record.attempt)}: rows registered for loading")
     retry = int(record.staged["retry"])
     if retry and not record.child:
         retry_input, next_attempt = record.staged["retry_input"], record.attempt + 1
@@ -134,8 +138,8 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
             "retryable rows re-submitted",
             extra={"run_id": record.run_id, "chunk": record.chunk, "attempt": next_attempt, "rows": retry},
         )
-    if not (_load_job_row(claim, settings, ports) and rows_loaded):
-        raise AwaitingLoad(f"{job_key(record.run_id, record.chunk, record.attempt)}: rows registered for loading")
+    if not _load_job_row(claim, settings, ports):
+        raise AwaitingLoad(f"{job_key(record.run_id, record.chunk, record.attempt)}: batch_jobs row registered")
 
 
 def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> None:

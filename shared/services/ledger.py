@@ -19,6 +19,7 @@ timeout, so a late holder must find out by itself that it has been replaced.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from shared.core.records import Admission, JobRecord, Run, Window, move
 from shared.ports import ObjectStore
 
 R = TypeVar("R", Run, JobRecord, Admission, Window)
+log = logging.getLogger("gbp.ledger")
 
 
 def stamp(now: datetime) -> str:
@@ -123,9 +125,9 @@ class Ledger:
         """Where the admission record lives."""
         return f"{self.root}/admission.json"
 
-    def window_uri(self, table: str, window: int) -> str:
-        """Where the load window ``window`` of ``table`` lives."""
-        return f"{self.root}/loads/{table}/windows/w{window:010d}.json"
+    def window_uri(self, table: str, seconds: int, window: int) -> str:
+        """Where the load window ``window`` (``seconds`` long) of ``table`` lives."""
+        return f"{self.root}/loads/{table}/windows/s{seconds}-w{window:010d}.json"
 
     def uri_of(self, record: Run | JobRecord | Admission | Window) -> str:
         """Where ``record`` lives."""
@@ -134,7 +136,7 @@ class Ledger:
         if isinstance(record, Admission):
             return self.admission_uri
         if isinstance(record, Window):
-            return self.window_uri(record.table, record.window)
+            return self.window_uri(record.table, record.seconds, record.window)
         return self.job_uri(record.run_id, record.chunk, record.attempt)
 
     # --- reading and conditional writes -----------------------------------------------------
@@ -271,10 +273,15 @@ class Ledger:
         waiting = []
         for uri in self.store.list(f"{self.root}/queued/"):
             name = uri.rsplit("/", 1)[1]
-            at, key = name.split("-", 1)
-            run_id, chunk, attempt = key.rsplit("-", 2)
-            queued_at = datetime.strptime(at, "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
-            waiting.append(Queued(queued_at, run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")), uri))
+            try:
+                at, key = name.split("-", 1)
+                run_id, chunk, attempt = key.rsplit("-", 2)
+                queued_at = datetime.strptime(at, "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+                entry = Queued(queued_at, run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a")), uri)
+            except ValueError:  # not one of ours: it must not stop the queue
+                log.error("unreadable queue marker: ignored", extra={"gcs_uri": uri})
+                continue
+            waiting.append(entry)
         return sorted(waiting, key=lambda q: q.at)
 
     def deactivate_run(self, run_id: str) -> None:

@@ -33,7 +33,7 @@ def owner_of(claim: Claim[Any]) -> str:
     if isinstance(record, JobRecord):
         return job_key(record.run_id, record.chunk, record.attempt)
     if isinstance(record, Window):  # job ids are project-wide: the deployment is in them
-        return f"{record.table}_{deployment_tag(claim.ledger.root)}_w{record.window}"
+        return f"{record.table}_{deployment_tag(claim.ledger.root)}_s{record.seconds}_w{record.window}"
     return str(record.run_id)
 
 
@@ -86,7 +86,7 @@ def load_once(claim: Claim[Any], name: str, table: str, source_uri: str | list[s
             return
         entry.setdefault("errors", []).append(f"{result.job_id}: {result.error}")
         if not result.retryable:
-            entry["state"] = FAILED
+            entry["state"], entry["reason"] = FAILED, result.error.split(":", 1)[0]
             claim.save()
             raise PermanentError(
                 f"load {result.job_id} of {describe(entry['source'])} into {table} failed: {result.error}"

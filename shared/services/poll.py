@@ -96,7 +96,9 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
     if left:
         log.warning("poll tick out of time: the rest next tick", extra={"left": left})
     try:
-        admitted = admit(ledger, settings, ports, inv, seen_live, seen_done)
+        admitted = admit(
+            ledger, settings, ports, inv, seen_live, seen_done, throttled=bool(totals["redrive_throttled"])
+        )
     except Exception as exc:  # the queue waits for the next tick
         counts["errors"] += 1
         log.warning("admission failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))
@@ -142,14 +144,16 @@ def _follow(
         seen_done.add(key)
     if record.status in JOB_TERMINAL:
         ledger.deactivate(record)  # a marker left by a crash after the last write
-    elif record.status == JOB_QUEUED:  # queued again (429) by a holder that died before dropping this marker
-        ledger.mark_queued(record)
-        ledger.deactivate(record)
+    elif record.status == JOB_QUEUED:
+        # Queued again (429) by a holder that died before dropping this marker, once it is a lease old
+        # (a fresh one is an admission under way: its admitter wrote it before claiming the attempt).
+        ledger.drop_orphan(run_id, now, chunk, attempt)
     elif record.status == JOB_CLAIMED:
         seen_live.add(key)
         if lease_left(record.claimed_at, now, settings.lease_seconds) <= 0:
             log.warning("job claim lapsed: submitting", extra={"run_id": run_id, "chunk": chunk})
-            redrive(ledger, settings, ports, inv, record)
+            if redrive(ledger, settings, ports, inv, record) == "throttled":
+                counts["redrive_throttled"] += 1
             counts["redriven"] += 1
     elif record.status in (JOB_FINISHED, JOB_COLLECTING):
         # Published already; again when nobody collected it within a lease (at least once),

@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any, Final
 
 from shared.config import Settings
+from shared.core.errors import PermanentError
 from shared.core.records import JOB_TERMINAL, JOB_UNCOLLECTABLE, RUN_COMPLETE, RUN_RUNNING, JobRecord, Run
 from shared.ports import Ports
-from shared.services.ledger import ClaimHeld, Invocation, Ledger
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger
+from shared.services.windows import settle
 
 log = logging.getLogger("gbp.runs")
 ANNOUNCE_NEEDS: Final = 30.0
@@ -68,6 +70,9 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
     if claim is None or run.announced:
         return "announced"
     with claim.released_on_error():
+        if not _invalid_rows_loaded(claim, settings, ports):
+            claim.release()
+            return "open"  # its load window wakes it (batch-finished of chunk 0) once loaded
         if run.status == RUN_RUNNING:
             claim.move("complete")
         release_work_files(settings, ports, run_id, inv.now())
@@ -79,6 +84,18 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
     ledger.deactivate_run(run_id)
     log.info("run complete", extra={"run_id": run_id, "counts": summary["counts"]})
     return "announced"
+
+
+def _invalid_rows_loaded(claim: Claim[Run], settings: Settings, ports: Ports) -> bool:
+    """The rows of a SKIP_INVALID_LINES run's rejected lines are loaded (or failed for good, and said so)."""
+    entry = claim.record.loads.get("invalid")
+    if entry is None or entry.get("state"):
+        return True
+    try:
+        return settle(claim, "invalid", "predictions", entry["source"], settings, ports)
+    except PermanentError:
+        log.exception("rejected lines could not be loaded", extra={"run_id": claim.record.run_id})
+        return True
 
 
 def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import CREATE_NEEDS, queue_attempt
 from shared.services.ledger import Claim, ClaimHeld, DeadlineNear, Invocation, Ledger, stamp
-from shared.services.loads import load_entry, load_once
+from shared.services.loads import load_entry
 from shared.services.runs import complete_run, release_work_files
+from shared.services.windows import settle
 
 log = logging.getLogger("gbp.submit")
 INVALID_REQUEST: Final = "INVALID_REQUEST"
@@ -477,7 +478,7 @@ def _load_invalid_rows(claim: Claim[Run], settings: Settings, ports: Ports) -> N
     """SKIP_INVALID_LINES: each rejected line becomes a FAILED row with its reason (loaded once).
 
     A load that fails for good does not stop the run: it is recorded, and named in the
-    run's announcement.
+    run's announcement. The run goes on while its load window waits; it is announced once loaded.
     """
     run = claim.record
     entry = load_entry(claim, "invalid")
@@ -500,8 +501,8 @@ def _load_invalid_rows(claim: Claim[Run], settings: Settings, ports: Ports) -> N
                         message = f"line {issue['line']}: {issue['reason']}: {issue['detail']}"
                         row.update(outcome=FAILED, error_status=INVALID_REQUEST, error_message=message, retryable=False)
                         out.write(orjson.dumps({k: v for k, v in row.items() if v is not None}) + b"\n")
-    try:
-        load_once(claim, "invalid", "predictions", rows_uri, ports)
+    try:  # in the table's load window: the run is announced once it is loaded (runs.py)
+        settle(claim, "invalid", "predictions", rows_uri, settings, ports)
     except PermanentError:
         log.exception("rejected lines could not be loaded", extra={"run_id": run.run_id})
 

@@ -21,7 +21,9 @@ Exactly once:
 4. The loader deletes the window's markers and publishes ``batch-finished`` for each owner
    (whose collection goes on from its records); a crash before that is done again next tick.
 
-``LOAD_WINDOW_SECONDS=0`` loads every file at once, one job each (loads.py alone).
+``LOAD_WINDOW_SECONDS=0`` loads every file at once, one job each (loads.py alone). A file
+registered before the setting changed stays in its window (its length is in its entry, its
+marker and its record), and the poller loads every window it finds, whatever the setting.
 """
 
 from __future__ import annotations
@@ -34,16 +36,18 @@ from typing import Any, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import PermanentError
+from shared.core.errors import PermanentError, PipelineError, TransientError
+from shared.core.ids import load_job_id
 from shared.core.records import WINDOW_DONE, WINDOW_LOADING, Window
 from shared.ports import Ports
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
-from shared.services.loads import DONE, FAILED, LOAD_NEEDS, load_once
+from shared.services.loads import DONE, FAILED, LOAD_NEEDS, load_once, owner_of
 
 log = logging.getLogger("gbp.windows")
 WINDOW_TABLES: Final = ("predictions", "batch_jobs")
 MAX_SOURCES: Final = 10_000  # source URIs one load job takes
 SPLIT: Final = "SPLIT"
+DATA_REASONS: Final = frozenset({"invalid"})  # a load refused for what is in its files: split to find which
 
 
 class AwaitingLoad(Exception):
@@ -64,8 +68,12 @@ def _pending(ledger: Ledger, table: str) -> str:
     return f"{ledger.root}/loads/{table}/pending/"
 
 
-def _marker(ledger: Ledger, table: str, window: int, source: str) -> str:
-    return f"{_pending(ledger, table)}w{window:010d}/{source.removeprefix('gs://')}"
+def _folder(seconds: int, window: int) -> str:
+    return f"s{seconds}-w{window:010d}"
+
+
+def _marker(ledger: Ledger, table: str, seconds: int, window: int, source: str) -> str:
+    return f"{_pending(ledger, table)}{_folder(seconds, window)}/{source.removeprefix('gs://')}"
 
 
 def settle(claim: Claim[Any], name: str, table: str, source_uri: str, settings: Settings, ports: Ports) -> bool:
@@ -74,29 +82,30 @@ def settle(claim: Claim[Any], name: str, table: str, source_uri: str, settings: 
     True once it is loaded; False while its window has not loaded it yet. PermanentError when
     it cannot be loaded for its data. With LOAD_WINDOW_SECONDS=0 it is loaded at once.
     """
-    seconds = settings.load_window_seconds
     entry: dict[str, Any] | None = claim.record.loads.get(name)
-    if seconds == 0 or (entry is not None and "window" not in entry):  # an entry of an immediate load goes on
-        load_once(claim, name, table, source_uri, ports)
+    if (entry is None and settings.load_window_seconds == 0) or (entry is not None and "window" not in entry):
+        load_once(claim, name, table, source_uri, ports)  # no windows (or an immediate load recorded before)
         return True
     ledger, now = claim.ledger, claim.inv.now()
     if entry is None:
-        entry = {"table": table, "source": source_uri, "window": window_of(now, seconds)}
+        seconds = settings.load_window_seconds
+        entry = {"table": table, "source": source_uri, "seconds": seconds, "window": window_of(now, seconds)}
         claim.record.loads[name] = entry
         claim.save()  # recorded before the marker: a successor registers the same file in the same window
     if entry.get("state") == DONE:
         return True
     if entry.get("state") == FAILED:
         raise PermanentError(f"load of {entry['source']} into {table} failed: {entry.get('errors', [])[-1:]}")
-    found = ledger.store.read(ledger.window_uri(table, entry["window"]))
+    seconds = int(entry["seconds"])
+    found = ledger.store.read(ledger.window_uri(table, seconds, entry["window"]))
     if found is None:
-        ledger.store.write(_marker(ledger, table, entry["window"], entry["source"]), b"")
+        ledger.store.write(_marker(ledger, table, seconds, entry["window"], entry["source"]), b"")
         return False
     window = Window.from_json(orjson.loads(found[0]))
     if entry["source"] not in window.sources:  # the window was made before the marker came: a later one
         entry["window"] = max(window_of(now, seconds), entry["window"] + 1)
         claim.save()
-        ledger.store.write(_marker(ledger, table, entry["window"], entry["source"]), b"")
+        ledger.store.write(_marker(ledger, table, seconds, entry["window"], entry["source"]), b"")
         log.warning(
             "load registered too late for its window: moved on", extra={"table": table, "gcs_uri": entry["source"]}
         )
@@ -114,33 +123,50 @@ def settle(claim: Claim[Any], name: str, table: str, source_uri: str, settings: 
 
 
 def load_windows(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, reserve: float) -> dict[str, int]:
-    """Load every closed window of every table (the poller's tick); keep ``reserve`` seconds of the invocation."""
-    counts = {"windows": 0, "files": 0, "woken": 0}
-    if settings.load_window_seconds == 0:
-        return counts
+    """Load every closed window of every table (the poller's tick); keep ``reserve`` seconds of the invocation.
+
+    Every window found is loaded, whatever LOAD_WINDOW_SECONDS says now. A window that cannot
+    be loaded (BigQuery failed, a table missing) stops its table until the next tick, never
+    the other table.
+    """
+    counts = {"windows": 0, "files": 0, "woken": 0, "window_errors": 0}
     for table in WINDOW_TABLES:
-        by_window: dict[int, list[str]] = defaultdict(list)
+        by_window: dict[tuple[int, int], list[str]] = defaultdict(list)
         prefix = _pending(ledger, table)
         for uri in ledger.store.list(prefix):
             name, _, path = uri.removeprefix(prefix).partition("/")
-            by_window[int(name.removeprefix("w"))].append(f"gs://{path}")
-        for window in sorted(by_window):
-            if not is_closed(window, settings.load_window_seconds, inv.now()):
-                break
+            try:
+                seconds, window = (int(part[1:]) for part in name.split("-"))
+            except ValueError:
+                log.error("unreadable load marker: ignored", extra={"gcs_uri": uri})
+                continue
+            by_window[(seconds, window)].append(f"gs://{path}")
+        now = inv.now()
+        for seconds, window in sorted(by_window, key=lambda sw: (sw[1] + 1) * sw[0]):  # by their end
+            if not is_closed(window, seconds, now):
+                continue
             if inv.time_left() < reserve + 2 * LOAD_NEEDS:
                 return counts
+            sources = by_window[(seconds, window)]
             try:
-                loaded = _load_window(ledger, settings, ports, inv, table, window, by_window[window])
+                loaded = _load_window(ledger, ports, inv, table, seconds, window, sources)
+                counts["woken"] += _sweep(ledger, settings, ports, inv, reserve, table, seconds, window, sources)
             except ClaimHeld:
                 continue  # another tick is loading it
+            except PipelineError as exc:
+                counts["window_errors"] += 1
+                log.error(
+                    "load window not loaded: tried again next tick",
+                    extra={"table": table, "window": _folder(seconds, window), "error": str(exc)},
+                )
+                break
             counts["windows"] += loaded
-            counts["files"] += len(by_window[window]) if loaded else 0
-            counts["woken"] += _sweep(ledger, settings, ports, table, window, by_window[window])
+            counts["files"] += len(sources) if loaded else 0
     return counts
 
 
 def _load_window(
-    ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, table: str, window: int, sources: list[str]
+    ledger: Ledger, ports: Ports, inv: Invocation, table: str, seconds: int, window: int, sources: list[str]
 ) -> int:
     """Load the window (1), or find it loaded already (0)."""
     files = sorted(set(sources))
@@ -148,9 +174,9 @@ def _load_window(
         {"name": f"p{n}", "start": start, "end": min(start + MAX_SOURCES, len(files))}
         for n, start in enumerate(range(0, len(files), MAX_SOURCES))
     ]
-    new = Window(table, window, sources=files, parts=parts, updated_at=stamp(inv.now()))
+    new = Window(table, window, seconds, sources=files, parts=parts, updated_at=stamp(inv.now()))
     record, claim = ledger.claim(
-        Window, ledger.window_uri(table, window), inv, create=new, states=frozenset({WINDOW_LOADING})
+        Window, ledger.window_uri(table, seconds, window), inv, create=new, states=frozenset({WINDOW_LOADING})
     )
     if claim is None:
         return 0
@@ -159,25 +185,37 @@ def _load_window(
         while index < len(record.parts):  # grows when a part is split
             part = record.parts[index]
             index += 1
-            if part.get("state") in (DONE, FAILED, SPLIT):
+            if part.get("state") in (FAILED, SPLIT) or record.loads.get(part["name"], {}).get("state") == DONE:
                 continue
             chunk = record.sources[part["start"] : part["end"]]
             try:
                 load_once(claim, part["name"], table, chunk, ports)
             except PermanentError as exc:
+                entry = record.loads.get(part["name"], {})
+                if entry.get("state") != FAILED or entry.get("reason") not in DATA_REASONS:
+                    _next_version(claim, part["name"])  # not the files' fault (access, a missing table)
+                    raise TransientError(f"load of {len(chunk)} files into {table}: {exc}") from exc
                 _split(record, part, str(exc))
+                claim.save()
                 log.warning("window load failed for its data: split", extra={"table": table, "files": len(chunk)})
-            else:
-                part["state"] = DONE
-            claim.save()
         record.status, record.claimed_at, record.updated_at = WINDOW_DONE, "", stamp(inv.now())
         claim.save()
     log.info(
         "load window done",
-        extra={"table": table, "window": window, "files": len(record.sources), "failed": len(record.failed),
-               "load_jobs": len(record.loads)},
+        extra={"table": table, "window": _folder(seconds, window), "files": len(record.sources),
+               "failed": len(record.failed), "load_jobs": len(record.loads)},
     )  # fmt: skip
     return 1
+
+
+def _next_version(claim: Claim[Window], name: str) -> None:
+    """A part's load that failed for a reason outside its files: the next try under its next job id."""
+    entry = claim.record.loads.get(name)
+    if entry is not None and entry.get("state") == FAILED:
+        entry.pop("state")
+        entry["version"] += 1
+        entry["job_id"] = load_job_id(name, owner_of(claim), entry["version"])
+        claim.save()
 
 
 def _split(record: Window, part: dict[str, Any], error: str) -> None:
@@ -196,8 +234,15 @@ def _split(record: Window, part: dict[str, Any], error: str) -> None:
 
 
 def owner_of_file(uri: str) -> tuple[str, int, int] | None:
-    """The job attempt whose rows (or batch_jobs row) a staged file holds: ``rows/<run>/<key>.g<n>[.job].ndjson``."""
-    key = uri.rsplit("/", 1)[-1].split(".", 1)[0]
+    """Whom to wake once a staged file is loaded: the attempt of ``rows/<run>/<key>.g<n>[.job].ndjson``.
+
+    For a run's rejected lines (``rows/<run>/invalid.g<n>.ndjson``) its chunk 0, attempt 1, whose
+    collector completes the run (a run with rejected lines has at least one valid one).
+    """
+    folder, name = uri.rsplit("/", 2)[-2:]
+    key = name.split(".", 1)[0]
+    if key == "invalid":
+        return folder, 0, 1
     try:
         run_id, chunk, attempt = key.rsplit("-", 2)
         return run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a"))
@@ -205,14 +250,32 @@ def owner_of_file(uri: str) -> tuple[str, int, int] | None:
         return None
 
 
-def _sweep(ledger: Ledger, settings: Settings, ports: Ports, table: str, window: int, sources: list[str]) -> int:
-    """A loaded window's markers deleted and their owners woken (a marker that came too late: its owner moves on)."""
-    found = ledger.store.read(ledger.window_uri(table, window))
+def _sweep(
+    ledger: Ledger,
+    settings: Settings,
+    ports: Ports,
+    inv: Invocation,
+    reserve: float,
+    table: str,
+    seconds: int,
+    window: int,
+    sources: list[str],
+) -> int:
+    """A loaded window's markers deleted and their owners woken (a marker that came too late: its owner moves on).
+
+    Within the invocation's time: what is left is swept (its owners woken again) next tick.
+    """
+    found = ledger.store.read(ledger.window_uri(table, seconds, window))
     if found is None or Window.from_json(orjson.loads(found[0])).status != WINDOW_DONE:
         return 0
-    owners = {owner for owner in map(owner_of_file, sources) if owner is not None}
-    for run_id, chunk, attempt in sorted(owners):  # woken before the markers go: a crash wakes them again
-        ports.bus.publish(settings.batch_finished_topic, {"run_id": run_id, "chunk": chunk, "attempt": attempt})
-    for source in sources:
-        ledger.store.delete(_marker(ledger, table, window, source))
-    return len(owners)
+    woken: set[tuple[str, int, int]] = set()
+    for source in sorted(sources):
+        if inv.time_left() < reserve:
+            break
+        owner = owner_of_file(source)
+        if owner is not None and owner not in woken:  # woken before its marker goes: a crash wakes it again
+            run_id, chunk, attempt = owner
+            ports.bus.publish(settings.batch_finished_topic, {"run_id": run_id, "chunk": chunk, "attempt": attempt})
+            woken.add(owner)
+        ledger.store.delete(_marker(ledger, table, seconds, window, source))
+    return len(woken)

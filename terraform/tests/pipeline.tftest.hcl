@@ -128,7 +128,7 @@ run "max_concurrent_jobs_is_validated" {
 
 run "load_window_seconds_is_validated" {
   command = plan
-  variables { load_window_seconds = 30 }
+  variables { load_window_seconds = 60 }
   expect_failures = [var.load_window_seconds]
 }
 

@@ -713,3 +713,20 @@ def test_a_slot_is_freed_when_its_job_finishes_and_the_next_run_gets_it() -> Non
     assert len(world.jobs.jobs) == 2
     admission = orjson.loads(world.store.objects["gs://work/ledger/admission.json"][0])
     assert list(admission["live"]) == ["r2-c0000-a1"]
+
+
+def test_an_attempt_claimed_before_admission_existed_and_throttled_is_queued_with_a_readable_marker() -> None:
+    world = World([_line("q", "k")])
+    world.jobs.create_faults = ["503"]  # left CLAIMED, as the previous release left attempts
+    world.submit()
+    record = world.job()
+    record["queued_at"] = ""  # written by a release without queues
+    world.store.write("gs://work/ledger/jobs/r1/r1-c0000-a1.json", orjson.dumps(record))
+    world.store.write("gs://work/ledger/queued/not-a-marker", b"")  # and something unreadable in the queue
+    world.jobs.create_faults = ["429"]
+    world.clock.advance(61)
+    assert world.poll()["redriven"] == 1
+    job = world.job()
+    assert job["status"] == "QUEUED" and job["queued_at"] and job["throttled"] == 1
+    world.clock.advance(61)
+    assert world.poll()["admitted"] == 1 and world.job()["status"] == "SUBMITTED" and world.jobs.creates == 1

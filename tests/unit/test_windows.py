@@ -70,14 +70,13 @@ def test_a_file_registered_after_its_window_was_made_moves_to_the_next_one() -> 
     marker = next(u for u in world.store.list("gs://work/ledger/loads/predictions/pending/") if "rows/" in u)
     world.store.delete(marker)
     world.clock.advance(200)
-    late = Window("predictions", entry["window"], sources=[], status="DONE")
-    world.store.write(ledger.window_uri("predictions", entry["window"]), orjson.dumps(late.to_json()))
+    late = Window("predictions", entry["window"], 60, sources=[], status="DONE")
+    world.store.write(ledger.window_uri("predictions", 60, entry["window"]), orjson.dumps(late.to_json()))
     world.bus.publish("finished", {"run_id": "r1", "chunk": 0, "attempt": 1})
     assert world.deliver() == ["loading"]
     moved = world.job()["loads"]["predictions"]["window"]
     assert moved > entry["window"]
-    world.clock.advance(200)
-    world.drive(2)
+    _until_announced(world, 1)
     assert world.run()["announced"] and [r["request_key"] for r in world.warehouse.rows()] == ["k"]
 
 
@@ -92,6 +91,11 @@ def test_a_bad_file_fails_alone_and_the_other_files_of_its_window_load() -> None
     _until_announced(world, 8)
     keys = sorted(r["request_key"] for r in world.warehouse.rows())
     assert keys == sorted(f"k{n}" for n in range(8) if n != 3)  # the other seven loaded, once each
+    job_rows = Counter((r["run_id"], r["status"]) for r in world.warehouse.rows("batch_jobs"))
+    assert job_rows == Counter(
+        {**{(run, "COLLECTED"): 1 for run in runs if run != "r0003"}, ("r0003", "UNCOLLECTABLE"): 1}
+    )
+    assert not any(k.startswith("gs://work/ledger/jobs/r0003/r0003-c0000-a2") for k in world.store.objects)  # no retry
     announcement = next(m for m in world.results() if m["run_id"] == "r0003")
     assert announcement["uncollectable"] and "invalid" in announcement["uncollectable"][0]["error"]
     assert _loads(world, "predictions") <= 1 + 2 * 3  # the window, then halves down to the bad file
@@ -110,4 +114,43 @@ def test_a_window_closes_at_its_end_plus_a_grace_and_files_name_their_owners() -
     assert is_closed(short, 1, now + timedelta(seconds=2)) and not is_closed(short, 1, now + timedelta(seconds=1))
     assert owner_of_file("gs://w/rows/r1/r1-c0003-a2.g17.ndjson") == ("r1", 3, 2)
     assert owner_of_file("gs://w/rows/r1/r1-c0003-a2.g17.job.ndjson") == ("r1", 3, 2)
-    assert owner_of_file("gs://w/rows/r1/invalid.ndjson") is None
+    assert owner_of_file("gs://w/rows/r1/invalid.g4.ndjson") == ("r1", 0, 1)
+    assert owner_of_file("gs://w/rows/r1/other.ndjson") is None
+
+
+def test_files_registered_before_load_window_seconds_changed_are_still_loaded() -> None:
+    world = World([_line("q", "k")], WINDOWED)
+    world.submit()
+    world.finish()
+    world.poll()
+    assert world.deliver() == ["loading"]  # registered in a 60 s window
+    world.settings = dataclasses.replace(WINDOWED, load_window_seconds=0)  # then windows are switched off
+    _until_announced(world, 1)
+    assert [r["request_key"] for r in world.warehouse.rows()] == ["k"]
+    assert len(world.warehouse.rows("batch_jobs")) == 1
+
+
+def test_a_window_refused_for_a_reason_outside_its_files_is_tried_again_not_split() -> None:
+    world = World([], WINDOWED)
+    _submit_runs(world, 4)
+    world.finish()
+    world.warehouse.load_faults = [{"fail": "accessDenied"}]  # e.g. IAM on the table, fixed meanwhile
+    _until_announced(world, 4)
+    assert sorted(r["request_key"] for r in world.warehouse.rows()) == ["k0", "k1", "k2", "k3"]
+    announcements = [m for m in world.results()]
+    assert not any(m["uncollectable"] for m in announcements)  # no file was blamed
+    failed = [j for j in world.warehouse.jobs.values() if j["error"]]
+    assert len(failed) == 1 and _loads(world, "predictions") == 2  # the window, then its next version
+
+
+def test_rejected_lines_rows_go_through_the_window_and_the_run_waits_for_them() -> None:
+    world = World(
+        [_line("q0", "k0"), b"{oops", _line("q2", "k2")], dataclasses.replace(WINDOWED, skip_invalid_lines=True)
+    )
+    assert world.submit() == "submitted"
+    assert world.run()["loads"]["invalid"]["window"]  # registered, not loaded by a job of its own
+    world.finish()
+    _until_announced(world, 1)
+    rows = sorted((r["request_key"], r["outcome"], r["attempt"]) for r in world.warehouse.rows())
+    assert rows == [("k0", "SUCCEEDED", 1), ("k2", "SUCCEEDED", 1), ("line-0000002", "FAILED", 0)]
+    assert _loads(world, "predictions") <= 2  # the rejected line's row rode in a window with the others
