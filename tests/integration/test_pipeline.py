@@ -328,7 +328,7 @@ def test_function_answers_500_on_a_transient_failure_and_succeeds_when_retried(
         "INPUT_BUCKET": "gbp-input", "WORK_BUCKET": "gbp-manual", "BQ_DATASET": "gbp",
         "BATCH_REQUESTS_TOPIC": "batch-results", "BATCH_FINISHED_TOPIC": "batch-results",
         "BATCH_RESULTS_TOPIC": "batch-results", "INPUT_PREFIX": "manual/", "LEASE_SECONDS": "600",
-        "SKIP_INVALID_LINES": "true",
+        "SKIP_INVALID_LINES": "true", "LOAD_WINDOW_SECONDS": "0",  # the rejected line's row loaded at once
     }  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
