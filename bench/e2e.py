@@ -94,6 +94,13 @@ class Places:
 
 
 # --- the input ------------------------------------------------------------------------------
+def load_window_seconds() -> int:
+    """The local deployment's LOAD_WINDOW_SECONDS (the collector's, as the wiring sets it)."""
+    wiring = Wiring.load(DEFAULT_WIRING)
+    env = next(f.env for f in wiring.functions if f.name == "collect_results")
+    return int(env.get("LOAD_WINDOW_SECONDS", "120"))
+
+
 def requests_file(count: int, seed: int) -> Path:
     """The seeded request file (written once; the same file ``make bench`` uses for the default seed)."""
     DATA.mkdir(exist_ok=True)
@@ -495,10 +502,17 @@ def print_report(result: dict[str, Any], json_path: Path) -> None:
             f"{bridge.get('delivered', 0)}/{bridge.get('failed', 0)}"
             + (f" ({bridge['timeouts']} timeouts)" if bridge.get("timeouts") else ""),
         )
-    loads = Table("BigQuery table", "load jobs", "states", box=None, title="load jobs of the run", title_justify="left")
+    window = result.get("load_window_seconds") or 0
+    ceiling = f"{86400 // window:,}" if window else "one per file"
+    loads = Table(
+        "BigQuery table", "load jobs", "states", "this day", f"at most a day ({window} s windows)",
+        box=None, title="load jobs of the run (BigQuery: 1,500 a table a day)", title_justify="left",
+    )  # fmt: skip
+    per_day = {(d["table"], d["day"]): d["load_jobs"] for d in result["load_jobs"]["per_table_per_day"]}
+    today = datetime.now(UTC).date().isoformat()
     for table, count in result["load_jobs"]["per_table"].items():
         states = ", ".join(f"{k} {v}" for k, v in result["load_jobs"]["states"][table].items())
-        loads.add_row(table, str(count), states)
+        loads.add_row(table, str(count), states, str(per_day.get((table, today), 0)), ceiling)
     steps = Table("milestone", "s after upload start", box=None, title="timeline", title_justify="left")
     for label, seconds in result["timeline"].items():
         steps.add_row(label, f"{seconds:.2f}")
@@ -597,6 +611,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "processes": rss.processes,
         "bridge": bridge,
         "load_jobs": loads,
+        "load_window_seconds": load_window_seconds(),
         "timeline": steps,
         "warm_up": warm,
         "time_scale": args.time_scale,

@@ -349,6 +349,9 @@ class Window(_Record):
     sources: list[str] = field(default_factory=list)
     parts: list[dict[str, Any]] = field(default_factory=list)  # {"name", "start", "end", "state"}
     failed: dict[str, str] = field(default_factory=dict)
+    data_failures: int = 0  # loads refused for their data (halving stops past what isolates one file)
+    failures: int = 0  # loads refused for another reason in a row (each retry waits longer)
+    retry_at: str = ""  # the next try after such a refusal
     status: str = WINDOW_LOADING
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
     claimed_at: str = ""

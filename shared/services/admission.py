@@ -229,6 +229,8 @@ def _admit_one(
             ledger.store.delete(entry.uri)
         return "absent"
     record = found[0]
+    if record.status == JOB_CLAIMED:
+        return "live"  # being created, or being queued again after a 429 (its marker written first): left
     if record.status != JOB_QUEUED or ledger.queued_uri(record) != entry.uri:
         ledger.store.delete(entry.uri)  # a marker left behind: admitted already, or queued again elsewhere
         return "live" if _holds_slot(record) else "stale"

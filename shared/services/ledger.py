@@ -231,8 +231,11 @@ class Ledger:
         """``(run_id, chunk, attempt)`` of every followed job attempt."""
         followed = []
         for uri in self.store.list(f"{self.root}/active/"):
-            run_id, chunk, attempt = uri.rsplit("/", 1)[1].rsplit("-", 2)
-            followed.append((run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a"))))
+            try:
+                run_id, chunk, attempt = uri.rsplit("/", 1)[1].rsplit("-", 2)
+                followed.append((run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a"))))
+            except ValueError:  # not one of ours (a console "folder"): it must not stop the tick
+                log.error("unreadable active marker: ignored", extra={"gcs_uri": uri})
         return followed
 
     def activate_run(self, run_id: str, now: datetime) -> None:

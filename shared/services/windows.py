@@ -29,8 +29,9 @@ marker and its record), and the poller loads every window it finds, whatever the
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -40,13 +41,14 @@ from shared.core.errors import PermanentError, PipelineError, TransientError
 from shared.core.ids import load_job_id
 from shared.core.records import WINDOW_DONE, WINDOW_LOADING, Window
 from shared.ports import Ports
-from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, lease_left, stamp
 from shared.services.loads import DONE, FAILED, LOAD_NEEDS, load_once, owner_of
 
 log = logging.getLogger("gbp.windows")
 WINDOW_TABLES: Final = ("predictions", "batch_jobs")
 MAX_SOURCES: Final = 10_000  # source URIs one load job takes
 SPLIT: Final = "SPLIT"
+RETRY_SECONDS: Final = 60
 DATA_REASONS: Final = frozenset({"invalid"})  # a load refused for what is in its files: split to find which
 
 
@@ -148,6 +150,9 @@ def load_windows(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
             if inv.time_left() < reserve + 2 * LOAD_NEEDS:
                 return counts
             sources = by_window[(seconds, window)]
+            found = ledger.store.read(ledger.window_uri(table, seconds, window))
+            if found is not None and lease_left(Window.from_json(orjson.loads(found[0])).retry_at, now, 0) > 0:
+                break  # refused for a reason outside its files: it waits for its next try, and so does its table
             try:
                 loaded = _load_window(ledger, ports, inv, table, seconds, window, sources)
                 counts["woken"] += _sweep(ledger, settings, ports, inv, reserve, table, seconds, window, sources)
@@ -192,8 +197,12 @@ def _load_window(
                 load_once(claim, part["name"], table, chunk, ports)
             except PermanentError as exc:
                 entry = record.loads.get(part["name"], {})
-                if entry.get("state") != FAILED or entry.get("reason") not in DATA_REASONS:
-                    _next_version(claim, part["name"])  # not the files' fault (access, a missing table)
+                data = entry.get("state") == FAILED and entry.get("reason") in DATA_REASONS
+                record.data_failures += data
+                if not data or record.data_failures > _split_budget(len(record.sources)):
+                    # Not one file's fault (access, a missing table, a schema the table does not
+                    # have): tried again under the next job id, later each time; nothing is split.
+                    _retry_later(claim, part["name"])
                     raise TransientError(f"load of {len(chunk)} files into {table}: {exc}") from exc
                 _split(record, part, str(exc))
                 claim.save()
@@ -208,14 +217,27 @@ def _load_window(
     return 1
 
 
-def _next_version(claim: Claim[Window], name: str) -> None:
-    """A part's load that failed for a reason outside its files: the next try under its next job id."""
-    entry = claim.record.loads.get(name)
+def _split_budget(files: int) -> int:
+    """Data failures that isolate one bad file by halving; past them, the fault is not one file's."""
+    return 2 * max(1, math.ceil(math.log2(max(files, 2)))) + 1
+
+
+def _retry_later(claim: Claim[Window], name: str) -> None:
+    """A load refused for a reason outside one file: its next job id, tried after a backoff.
+
+    RETRY_SECONDS, doubling up to an hour: a fault that lasts costs ~24 failed loads a day,
+    which count against the table's 1,500.
+    """
+    record = claim.record
+    entry = record.loads.get(name)
     if entry is not None and entry.get("state") == FAILED:
         entry.pop("state")
         entry["version"] += 1
         entry["job_id"] = load_job_id(name, owner_of(claim), entry["version"])
-        claim.save()
+    record.failures += 1
+    pause = min(RETRY_SECONDS * 2 ** (record.failures - 1), 3600)
+    record.retry_at = stamp(claim.inv.now() + timedelta(seconds=pause))
+    claim.save()
 
 
 def _split(record: Window, part: dict[str, Any], error: str) -> None:

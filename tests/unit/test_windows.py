@@ -154,3 +154,20 @@ def test_rejected_lines_rows_go_through_the_window_and_the_run_waits_for_them() 
     rows = sorted((r["request_key"], r["outcome"], r["attempt"]) for r in world.warehouse.rows())
     assert rows == [("k0", "SUCCEEDED", 1), ("k2", "SUCCEEDED", 1), ("line-0000002", "FAILED", 0)]
     assert _loads(world, "predictions") <= 2  # the rejected line's row rode in a window with the others
+
+
+def test_a_fault_every_file_shares_stops_the_halving_and_blames_no_file() -> None:
+    world = World([], WINDOWED)
+    _submit_runs(world, 16)
+    world.finish()
+    world.warehouse.load_faults = [{"fail": "invalid"}] * 40  # e.g. a schema the table does not have yet
+    for _ in range(12):
+        world.drive(1)
+        world.clock.advance(30)
+    failed = [j for j in world.warehouse.jobs.values() if j["error"]]
+    assert 9 <= len(failed) <= 12  # halving stopped at what isolates one file (2 x 4 + 1), then one a try
+    assert not world.warehouse.rows() and not world.results()
+    world.warehouse.load_faults = []  # the schema is fixed
+    _until_announced(world, 16, rounds=200)
+    assert sorted(r["request_key"] for r in world.warehouse.rows()) == sorted(f"k{n}" for n in range(16))
+    assert not any(m["uncollectable"] for m in world.results())  # no file was blamed
