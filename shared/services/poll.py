@@ -5,7 +5,9 @@ holder failed or died is found or created; a Vertex state change is recorded, a 
 published on ``batch-finished`` (again when nobody collected it within a lease, or when its
 collector died); jobs past their deadlines are cancelled and marked stuck; a run whose
 submitter died gets a resume message; a run with nothing left to follow is nudged to
-completion. One failing job never stops the tick for the others.
+completion. Then it admits queued attempts as slots free (admission.py) and loads the closed
+load windows (windows.py). Followed attempts are read several at a time; queued ones cost one
+listing. One failing job never stops the tick for the others.
 """
 
 from __future__ import annotations
