@@ -37,7 +37,7 @@ from typing import Any, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import PermanentError, PipelineError, TransientError
+from shared.core.errors import PermanentError, PipelineError, StillRunning, TransientError
 from shared.core.ids import load_job_id
 from shared.core.records import WINDOW_DONE, WINDOW_LOADING, Window
 from shared.ports import Ports
@@ -158,6 +158,9 @@ def load_windows(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
                 counts["woken"] += _sweep(ledger, settings, ports, inv, reserve, table, seconds, window, sources)
             except ClaimHeld:
                 continue  # another tick is loading it
+            except StillRunning:  # a long load: the next tick waits on (under the same job id)
+                log.info("load window still loading", extra={"table": table, "window": _folder(seconds, window)})
+                break
             except PipelineError as exc:
                 counts["window_errors"] += 1
                 log.error(

@@ -171,3 +171,17 @@ def test_a_fault_every_file_shares_stops_the_halving_and_blames_no_file() -> Non
     _until_announced(world, 16, rounds=200)
     assert sorted(r["request_key"] for r in world.warehouse.rows()) == sorted(f"k{n}" for n in range(16))
     assert not any(m["uncollectable"] for m in world.results())  # no file was blamed
+
+
+def test_a_window_load_still_running_at_the_end_of_a_tick_is_waited_on_not_reported_as_failed() -> None:
+    world = World([_line("q", "k")], WINDOWED)
+    world.submit()
+    world.finish()
+    world.poll()
+    world.deliver()  # registered
+    world.warehouse.load_faults = [{"running": 600}]  # polled every second or so: past the tick
+    world.clock.advance(200)
+    counts = world.poll()
+    assert counts["window_errors"] == 0 and counts["windows"] == 0  # still loading: waited on next tick
+    _until_announced(world, 1)
+    assert [r["request_key"] for r in world.warehouse.rows()] == ["k"] and _loads(world, "predictions") == 1
