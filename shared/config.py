@@ -44,6 +44,16 @@ REQUIRED: Final = tuple(VARIABLES.values())[:9]
 # A handler needs this long to do one paid step and hand the rest on (a batch job's create takes
 # up to 90 s with its margin: services/attempts.py CREATE_NEEDS).
 MIN_FUNCTION_TIMEOUT_SECONDS: Final = 180
+# The smallest value each numeric setting may take (LOAD_WINDOW_SECONDS=0: each file loaded at once).
+MINIMUMS: Final = {
+    "max_attempts": 1,
+    "submit_bytes_per_invocation": 1,
+    "max_concurrent_jobs": 1,
+    "create_backoff_seconds": 1,
+    "load_window_seconds": 0,
+    "lease_seconds": 1,
+    "function_timeout_seconds": MIN_FUNCTION_TIMEOUT_SECONDS,
+}
 
 
 class SettingsError(PermanentError):
@@ -113,22 +123,13 @@ class Settings:
             detail = "; ".join(([f"missing: {', '.join(missing)}"] if missing else []) + problems)
             raise SettingsError(f"bad settings: {detail}")
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.max_attempts < 1:
-            raise SettingsError("bad settings: MAX_ATTEMPTS must be at least 1")
-        if settings.submit_bytes_per_invocation < 1:
-            raise SettingsError("bad settings: SUBMIT_BYTES_PER_INVOCATION must be positive")
-        if settings.max_concurrent_jobs < 1:
-            raise SettingsError("bad settings: MAX_CONCURRENT_JOBS must be at least 1")
-        if settings.create_backoff_seconds < 1:
-            raise SettingsError("bad settings: CREATE_BACKOFF_SECONDS must be positive")
-        if settings.load_window_seconds < 0:
-            raise SettingsError("bad settings: LOAD_WINDOW_SECONDS must be 0 (no windows) or more")
-        if settings.lease_seconds < 1:
-            raise SettingsError("bad settings: LEASE_SECONDS must be positive")
-        if settings.function_timeout_seconds < MIN_FUNCTION_TIMEOUT_SECONDS:
-            raise SettingsError(
-                f"bad settings: FUNCTION_TIMEOUT_SECONDS must be at least {MIN_FUNCTION_TIMEOUT_SECONDS}"
-            )
+        low = [
+            f"{VARIABLES[name]} must be at least {minimum}"
+            for name, minimum in MINIMUMS.items()
+            if getattr(settings, name) < minimum
+        ]
+        if low:
+            raise SettingsError(f"bad settings: {'; '.join(low)}")
         return settings
 
     @staticmethod

@@ -91,6 +91,7 @@ def admit(
     seen_live: Iterable[str] = (),
     seen_done: Iterable[str] = (),
     throttled: bool = False,
+    waiting: list[Queued] | None = None,
 ) -> dict[str, int]:
     """Create the jobs of queued attempts while slots are free; return what was done.
 
@@ -98,12 +99,13 @@ def admit(
     counted as live even when the admission record lost track of them; ``seen_done``: keys it
     has just seen past their job (final, collecting, collected), which never hold a slot again.
     Neither needs reading again. ``throttled``: the caller met a 429 creating a job itself
-    (the poller's redrive): admission pauses as for its own.
+    (the poller's redrive): admission pauses as for its own. ``waiting``: the queue as the
+    caller has just listed it (an attempt admitted meanwhile is found so when it is read).
     """
     counts = dict.fromkeys(("admitted", "throttled", "queued", "live"), 0)
     if inv.time_left() < ADMIT_RESERVE:
         return counts
-    waiting = ledger.queued()
+    waiting = ledger.queued() if waiting is None else waiting
     if not waiting:
         return counts  # nothing to admit: the admission record is not touched (one object: ~1 write a second)
     try:

@@ -1,14 +1,14 @@
 """One job attempt of one chunk, created exactly once (submit, the collector's retries, the poller's redrive).
 
-An attempt is first recorded QUEUED (create-only, with its queue marker); admission.py admits
-it when a slot of the concurrent-job limit is free: it is claimed (and followed by the poller)
-before anything is created. A 429 on create queues it again in its place. Before creating, a
-job with the attempt's labels is looked for, so a holder that died after creating never bills
-twice. A create that certainly did not happen (no connection) releases the claim so that the
-next try need not wait; one whose outcome is unknown (a 5xx, a
-timeout, an answer lost) keeps it for its lease, after which the next holder looks again and
-adopts the job if Vertex made it. A refused create (an unknown model, an invalid request) ends
-the attempt FINISHED with the reason, and its rows become MISSING with that reason.
+An attempt is first recorded QUEUED (create-only, with its queue marker); admission.py admits it
+when a slot of the concurrent-job limit is free: it is claimed (and followed by the poller)
+before anything is created. A 429 on create queues it again in its place. Before creating, a job
+with the attempt's labels is looked for, so a holder that died after creating never bills twice.
+A create that certainly did not happen (no connection) releases the claim so that the next try
+need not wait; one whose outcome is unknown (a 5xx, a timeout, an answer lost) keeps it for its
+lease, after which the next holder looks again and adopts the job if Vertex made it. A refused
+create (an unknown model, an invalid request) ends the attempt FINISHED with the reason, and its
+rows become MISSING with that reason.
 """
 
 from __future__ import annotations

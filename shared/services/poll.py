@@ -98,9 +98,10 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
     if left:
         log.warning("poll tick out of time: the rest next tick", extra={"left": left})
     try:
-        admitted = admit(
-            ledger, settings, ports, inv, seen_live, seen_done, throttled=bool(totals["redrive_throttled"])
-        )
+        throttled = bool(totals["redrive_throttled"])
+        if throttled:
+            waiting = ledger.queued()  # the attempts the redrive has just queued again
+        admitted = admit(ledger, settings, ports, inv, seen_live, seen_done, throttled=throttled, waiting=waiting)
     except Exception as exc:  # the queue waits for the next tick
         counts["errors"] += 1
         log.warning("admission failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))

@@ -46,8 +46,12 @@ def test_a_function_timeout_too_short_for_one_paid_step_and_a_hand_on_is_refused
     assert MIN_FUNCTION_TIMEOUT_SECONDS >= CREATE_NEEDS + 30  # one job created, then the rest handed on
     with pytest.raises(SettingsError, match="FUNCTION_TIMEOUT_SECONDS must be at least"):
         Settings.from_env({**BASE, "FUNCTION_TIMEOUT_SECONDS": str(MIN_FUNCTION_TIMEOUT_SECONDS - 1)})
-    with pytest.raises(SettingsError, match="SUBMIT_BYTES_PER_INVOCATION must be positive"):
+    with pytest.raises(SettingsError, match="SUBMIT_BYTES_PER_INVOCATION must be at least 1"):
         Settings.from_env({**BASE, "SUBMIT_BYTES_PER_INVOCATION": "0"})
+    with pytest.raises(SettingsError) as refused:  # every value out of range is named at once
+        Settings.from_env({**BASE, "MAX_CONCURRENT_JOBS": "0", "LOAD_WINDOW_SECONDS": "-1"})
+    assert "MAX_CONCURRENT_JOBS must be at least 1" in str(refused.value)
+    assert "LOAD_WINDOW_SECONDS must be at least 0" in str(refused.value)
 
 
 def test_run_ids_depend_on_the_object_generation_only() -> None:
