@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, Never
 
 import orjson
 import typer
 from tqdm import tqdm
 
+from shared.core.cost import Estimator, PriceTable, default_prices, estimate, parse_prices
+from shared.core.errors import PermanentError
 from shared.core.keys import JobLimits
 from shared.core.normalize import Normalizer, RowContext
-from shared.core.validate import ValidationOptions, ValidationSummary, validate
+from shared.core.validate import ValidationOptions, ValidationSummary, scan, validate
 
 app = typer.Typer(
     help="Validate Gemini batch request files and normalize Vertex AI batch outputs into BigQuery-ready rows.",
@@ -82,6 +84,101 @@ def validate_command(
     raise typer.Exit(0 if summary.ok else 1)
 
 
+def _prices(path: Path | None) -> PriceTable:
+    if path is None:
+        return default_prices()
+    try:
+        return parse_prices(path.read_bytes())
+    except PermanentError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--prices") from exc
+
+
+Prices = Annotated[
+    Path | None,
+    typer.Option(exists=True, dir_okay=False, readable=True, help="A price table of your own (default: shipped)."),
+]
+DEFAULT_MODEL = "gemini-2.5-flash"
+
+
+@app.command("estimate")
+def estimate_command(
+    file: ExistingFile,
+    model: Annotated[str, typer.Option(help="The model the requests will run on.")] = DEFAULT_MODEL,
+    output_tokens: Annotated[
+        float | None,
+        typer.Option(min=0, help="Expected output (and thinking) tokens per request (default: the table's)."),
+    ] = None,
+    prices: Prices = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+) -> None:
+    """Estimate what a request file will cost as a Vertex batch job, offline (exit 1: invalid lines, no price).
+
+    The same counts the pipeline makes before it submits a run: input tokens from the text
+    and a fixed count per non-text part, output bounded by maxOutputTokens (else the model's
+    maximum), at the batch rate.
+    """
+    table = _prices(prices)
+    price = table.price(model)
+    estimator = Estimator(table.estimator, price.max_output_tokens if price else 65_536)
+    summary = ValidationSummary()
+    with file.open("rb") as stream:
+        for line in scan(_progress_stream(stream, os.path.getsize(file), file.name), ValidationOptions(), summary):
+            if line.issue is None:
+                estimator.add(line.keyed().data)
+    made = estimate(estimator.state(), price, output_tokens, table.estimator.default_output_tokens)
+    data = {**made.as_dict(), "model": model, "file": str(file), "invalid_lines": summary.invalid}
+    if output_tokens is not None:
+        data["output_basis"] = "given"
+    if as_json:
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(_human_estimate(data, table))
+    raise typer.Exit(0 if price is not None and not summary.invalid else 1)
+
+
+def _human_estimate(data: dict[str, object], table: PriceTable) -> str:
+    def usd(value: object) -> str:
+        return "no price for this model" if value is None else f"{value:,.4f} USD"
+
+    return "\n".join(
+        [
+            f"{data['file']}: {data['requests']} requests on {data['model']} at the batch rate "
+            f"(prices {table.version}, taken {table.taken})",
+            f"  input tokens (estimated)   {data['input_tokens']:,}",
+            f"  output tokens expected     {data['output_tokens_expected']:,} ({data['output_basis']})",
+            f"  output tokens at most      {data['output_tokens_bound']:,}",
+            f"  expected cost              {usd(data['expected_usd'])}",
+            f"  worst case                 {usd(data['worst_case_usd'])}",
+            *([f"  invalid lines (not counted) {data['invalid_lines']}"] if data["invalid_lines"] else []),
+        ]
+    )
+
+
+def _progress_stream(stream: BinaryIO, total: int, label: str) -> BinaryIO:
+    """``stream`` read with a byte progress bar on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return stream
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)
+    return _Counted(stream, bar)  # type: ignore[return-value]
+
+
+class _Counted:
+    """A binary stream that moves a progress bar as it is read."""
+
+    def __init__(self, stream: BinaryIO, bar: tqdm[Never]) -> None:
+        self.stream, self.bar = stream, bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.bar.update(len(data))
+        if not data:
+            self.bar.close()
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
+
+
 @app.command("normalize")
 def normalize_command(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -91,6 +188,8 @@ def normalize_command(
     attempt: Annotated[int, typer.Option(min=1, help="attempt column.")] = 1,
     loaded_at: Annotated[str | None, typer.Option(help="loaded_at column (ISO 8601; default: now, UTC).")] = None,
     table: Annotated[bool, typer.Option("--table", help="Print a compact table for people instead of NDJSON.")] = False,
+    model: Annotated[str | None, typer.Option(help="The job's model: rows get cost_usd at its batch price.")] = None,
+    prices: Prices = None,
 ) -> None:
     """Normalize Vertex batch predictions files into NDJSON rows for a BigQuery load job.
 
@@ -98,14 +197,17 @@ def normalize_command(
     with ignore_unknown_values (bq load --ignore_unknown_values).
     """
     stamp = loaded_at or datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    price = None if model is None else _prices(prices).price(model)
+    if model is not None and price is None:
+        typer.echo(f"{model} has no price in the table: rows get no cost", err=True)
     if table:
-        _print_table(files, RowContext(run_id, job_name, None, attempt, stamp))
+        _print_table(files, RowContext(run_id, job_name, None, attempt, stamp, price))
         return
     rows = 0
     with ExitStack() as stack:
         out: BinaryIO = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
         for path in files:
-            context = RowContext(run_id, job_name, str(path), attempt, stamp)
+            context = RowContext(run_id, job_name, str(path), attempt, stamp, price)
             with path.open("rb") as stream:
                 rows += Normalizer(context).write_ndjson(_progress(stream, os.path.getsize(path), path.name), out)
         out.flush()

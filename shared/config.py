@@ -5,6 +5,7 @@ Terraform is the single writer of these variables in GCP; the local cloud's wiri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Final
@@ -33,6 +34,10 @@ VARIABLES: Final = {
     "max_concurrent_jobs": "MAX_CONCURRENT_JOBS",
     "create_backoff_seconds": "CREATE_BACKOFF_SECONDS",
     "load_window_seconds": "LOAD_WINDOW_SECONDS",
+    "prices_uri": "PRICES_URI",
+    "max_run_cost_usd": "MAX_RUN_COST_USD",
+    "max_daily_cost_usd": "MAX_DAILY_COST_USD",
+    "approval_timeout_seconds": "APPROVAL_TIMEOUT_SECONDS",
     "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
     "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
     "cancel_timeout_seconds": "CANCEL_TIMEOUT_SECONDS",
@@ -51,6 +56,9 @@ MINIMUMS: Final = {
     "max_concurrent_jobs": 1,
     "create_backoff_seconds": 1,
     "load_window_seconds": 0,
+    "max_run_cost_usd": 0,
+    "max_daily_cost_usd": 0,
+    "approval_timeout_seconds": 1,
     "lease_seconds": 1,
     "function_timeout_seconds": MIN_FUNCTION_TIMEOUT_SECONDS,
 }
@@ -90,6 +98,12 @@ class Settings:
     # Rows files of a table are loaded together, one load job per window this long (BigQuery takes
     # 1,500 loads per table per day: 120 s is at most 720); 0 loads each file at once.
     load_window_seconds: int = 120
+    prices_uri: str = ""  # a gs:// price table replacing the one shipped (negotiated prices); "" = shipped
+    # Budget guard (None = no limit): a run whose expected cost, or the UTC day's spend with it, is
+    # over waits AWAITING_APPROVAL (an approve or reject message moves it on) for at most this long.
+    max_run_cost_usd: float | None = None
+    max_daily_cost_usd: float | None = None
+    approval_timeout_seconds: int = 3 * 24 * 3600
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
     cancel_timeout_seconds: int = 3600
@@ -113,6 +127,14 @@ class Settings:
                     values[f.name] = int(raw)
                 except ValueError:
                     problems.append(f"{names[f.name]} must be an integer, not {raw!r}")
+            elif f.type == "float | None":
+                try:
+                    number = float(raw)
+                except ValueError:
+                    number = math.nan
+                if not math.isfinite(number):
+                    problems.append(f"{names[f.name]} must be a number, not {raw!r}")
+                values[f.name] = number
             elif f.type == "bool":
                 if raw.lower() not in ("true", "false", "1", "0"):
                     problems.append(f"{names[f.name]} must be true or false, not {raw!r}")
@@ -126,7 +148,7 @@ class Settings:
         low = [
             f"{VARIABLES[name]} must be at least {minimum}"
             for name, minimum in MINIMUMS.items()
-            if getattr(settings, name) < minimum
+            if (value := getattr(settings, name)) is not None and value < minimum
         ]
         if low:
             raise SettingsError(f"bad settings: {'; '.join(low)}")
@@ -136,3 +158,8 @@ class Settings:
     def variables() -> tuple[str, ...]:
         """Every variable read (for the Terraform cross-reference tests)."""
         return tuple(VARIABLES.values())
+
+    @property
+    def budget_guard(self) -> bool:
+        """A cost limit is set: runs are estimated and held before their first job."""
+        return self.max_run_cost_usd is not None or self.max_daily_cost_usd is not None

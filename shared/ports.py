@@ -109,6 +109,12 @@ class Warehouse(Protocol):
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """Counts per outcome, attempts and tokens of one run (from latest_predictions)."""
 
+    def average_output(self, model: str, days: int, min_rows: int) -> float | None:
+        """Output tokens (candidates + thinking) per answered row of ``model`` over the last ``days`` days.
+
+        ``model`` is a family (its versions count too); None with fewer than ``min_rows`` such rows.
+        """
+
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """The rows of a ``bq://`` request table as JSONL lines (``{"key"?, "request"}``)."""
 

@@ -28,10 +28,15 @@ locals {
     MAX_CONCURRENT_JOBS    = tostring(var.max_concurrent_jobs)
     CREATE_BACKOFF_SECONDS = "60"
     # A table's rows files are loaded together, one load job per window (BigQuery: 1,500 loads a table a day).
-    LOAD_WINDOW_SECONDS    = tostring(var.load_window_seconds)
-    QUEUE_TIMEOUT_SECONDS  = tostring(var.queue_timeout_seconds)
-    RUN_TIMEOUT_SECONDS    = tostring(var.run_timeout_seconds)
-    CANCEL_TIMEOUT_SECONDS = tostring(var.cancel_timeout_seconds)
+    LOAD_WINDOW_SECONDS = tostring(var.load_window_seconds)
+    # The budget guard (README: cost): unset limits are no limits.
+    MAX_RUN_COST_USD         = var.max_run_cost_usd == null ? "" : tostring(var.max_run_cost_usd)
+    MAX_DAILY_COST_USD       = var.max_daily_cost_usd == null ? "" : tostring(var.max_daily_cost_usd)
+    APPROVAL_TIMEOUT_SECONDS = tostring(var.approval_timeout_hours * 3600)
+    PRICES_URI               = var.prices_file == null ? "" : "gs://${google_storage_bucket.work.name}/${google_storage_bucket_object.prices[0].name}"
+    QUEUE_TIMEOUT_SECONDS    = tostring(var.queue_timeout_seconds)
+    RUN_TIMEOUT_SECONDS      = tostring(var.run_timeout_seconds)
+    CANCEL_TIMEOUT_SECONDS   = tostring(var.cancel_timeout_seconds)
     # A claim's lease outlives the longest invocation (540 s) that could still hold it.
     LEASE_SECONDS         = "600"
     MAX_EVENT_AGE_SECONDS = "86400"

@@ -45,6 +45,16 @@ resource "google_storage_bucket" "work" {
       type = "Delete"
     }
   }
+  # The day's spend markers and the approval reports: read for a day or a decision, kept a while for audit.
+  lifecycle_rule {
+    condition {
+      age            = var.work_backstop_days
+      matches_prefix = ["ledger/spend/", "approvals/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
   # checkov:skip=CKV_GCP_62: access logs go to Cloud Audit Logs (data access) when the user enables them
   # checkov:skip=CKV_GCP_78: the ledger is rewritten with generation preconditions; versions would only pile up
   depends_on = [google_project_service.apis]
@@ -59,4 +69,14 @@ resource "google_storage_bucket" "source" {
   # checkov:skip=CKV_GCP_62: holds only hash-named function zips
   # checkov:skip=CKV_GCP_78: zips are hash-named: a new build is a new object
   depends_on = [google_project_service.apis]
+}
+
+# A price table of the user's own (var.prices_file), named by its content: a new table is a new
+# object, and the functions' PRICES_URI moves to it in the same apply.
+resource "google_storage_bucket_object" "prices" {
+  count        = var.prices_file == null ? 0 : 1
+  bucket       = google_storage_bucket.work.name
+  name         = "config/prices-${filemd5(var.prices_file)}.json"
+  source       = var.prices_file
+  content_type = "application/json"
 }

@@ -92,6 +92,49 @@ variable "load_window_seconds" {
   }
 }
 
+variable "max_run_cost_usd" {
+  type        = number
+  description = "Budget guard: a run whose expected cost (at the batch rate) is over this waits AWAITING_APPROVAL until an approve or reject message (README: cost). null = no limit."
+  default     = null
+  nullable    = true
+  validation {
+    condition     = var.max_run_cost_usd == null || try(var.max_run_cost_usd >= 0, false)
+    error_message = "max_run_cost_usd must be null (no limit) or at least 0 (0: every run waits for approval)."
+  }
+}
+
+variable "max_daily_cost_usd" {
+  type        = number
+  description = "Budget guard: a run that would take the UTC day's spend (actual for finished runs, expected for the rest, retries included) over this waits AWAITING_APPROVAL. null = no limit."
+  default     = null
+  nullable    = true
+  validation {
+    condition     = var.max_daily_cost_usd == null || try(var.max_daily_cost_usd >= 0, false)
+    error_message = "max_daily_cost_usd must be null (no limit) or at least 0."
+  }
+}
+
+variable "approval_timeout_hours" {
+  type        = number
+  description = "A run held by the budget guard that nobody approves or rejects within this long is rejected."
+  default     = 72
+  validation {
+    condition     = var.approval_timeout_hours >= 1 && var.approval_timeout_hours == floor(var.approval_timeout_hours)
+    error_message = "approval_timeout_hours must be a whole number of at least 1."
+  }
+}
+
+variable "prices_file" {
+  type        = string
+  description = "A price table of your own (negotiated prices; the shape of shared/core/schemas/prices.json), uploaded to the work bucket and used instead of the shipped one. null = the shipped table."
+  default     = null
+  nullable    = true
+  validation {
+    condition     = var.prices_file == null || try(can(jsondecode(file(var.prices_file)).models) && can(jsondecode(file(var.prices_file)).version), false)
+    error_message = "prices_file must be a readable JSON price table with \"version\" and \"models\" (see shared/core/schemas/prices.json)."
+  }
+}
+
 variable "poll_schedule" {
   type        = string
   description = "Cloud Scheduler cron of the poll tick."

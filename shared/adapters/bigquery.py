@@ -141,6 +141,29 @@ class BigQueryWarehouse:
             "table": self.table("latest_predictions"),
         }
 
+    def average_output(self, model: str, days: int, min_rows: int) -> float | None:
+        """Output tokens per answered row of a model family lately (its versions: ``gemini-2.0-flash-001``)."""
+        query = f"""
+            SELECT AVG(COALESCE(candidates_tokens, 0) + COALESCE(thoughts_tokens, 0)) AS average, COUNT(*) AS n
+            FROM `{self.table("predictions")}`
+            WHERE loaded_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL @days DAY)
+              AND outcome IN ('SUCCEEDED', 'TRUNCATED')
+              AND (model_version = @model OR STARTS_WITH(model_version, CONCAT(@model, '-')))
+        """  # the partition filter keeps the scan to the days asked for
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter("model", "STRING", model),
+                bigquery.ScalarQueryParameter("days", "INT64", days),
+            ]
+        )
+        rows = call(
+            "reading the output history",
+            lambda: list(self.client.query(query, job_config=config, location=self.location).result()),
+        )
+        if not rows or int(rows[0]["n"] or 0) < min_rows or rows[0]["average"] is None:
+            return None
+        return float(rows[0]["average"])
+
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """Rows of a ``bq://project.dataset.table`` with a ``request`` column, as JSONL lines.
 

@@ -19,6 +19,8 @@ _MODEL: Final = re.compile(
 _GCS: Final = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(\S.*)")
 _BIGQUERY: Final = re.compile(r"bq://((?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])\.(\w{1,1024})\.([\w$-]{1,1024})")
 MAX_DISPLAY_NAME: Final = 128
+MAX_REASON: Final = 1024
+_RUN_ID: Final = re.compile(r"[rm][0-9a-f]{20}")
 
 
 def check_model(model: str) -> str:
@@ -49,15 +51,24 @@ class RequestMessage:
     display_name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     resume: str = ""  # a run id: the poller asks the submitter to go on with a run whose holder died
+    approve: str = ""  # a run id held by the budget guard: submit it
+    reject: str = ""  # a run id held by the budget guard: do not
+    reason: str = ""  # why (kept with the decision)
 
 
 def parse_request_message(payload: dict[str, Any]) -> RequestMessage:
     """Check a ``batch-requests`` payload; PermanentError lists every problem at once."""
-    resume = payload.get("resume")
-    if resume is not None:
-        if not isinstance(resume, str) or not re.fullmatch(r"[rm][0-9a-f]{20}", resume):
-            raise PermanentError(f"bad resume message: {resume!r} is not a run id")
-        return RequestMessage(resume=resume)
+    for verb in ("resume", "approve", "reject"):
+        run_id = payload.get(verb)
+        if run_id is None:
+            continue
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+            raise PermanentError(f"bad {verb} message: {run_id!r} is not a run id")
+        reason = payload.get("reason") or ""
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise PermanentError(f'bad {verb} message: "reason" must be a string of at most {MAX_REASON} characters')
+        names: dict[str, Any] = {verb: run_id, "reason": reason}
+        return RequestMessage(**names)
     problems: list[str] = []
     source = payload.get("source")
     if not isinstance(source, str):

@@ -31,6 +31,7 @@ from typing import Annotated, Any, BinaryIO, Final
 import msgspec
 import orjson
 
+from shared.core.cost import ModelPrice
 from shared.core.keys import key_member
 from shared.core.lines import utf8_error
 from shared.core.schema import column_names
@@ -109,6 +110,7 @@ class RowContext:
         source_uri: The predictions file the lines are read from.
         attempt: 1 for the first submission, +1 per re-submission.
         loaded_at: When the rows are produced (ISO 8601, UTC), passed in by the caller.
+        price: The job's model's price (cost.py); None: the model has no price, rows get no cost.
     """
 
     run_id: str | None = None
@@ -116,6 +118,7 @@ class RowContext:
     source_uri: str | None = None
     attempt: int = 1
     loaded_at: str | None = None
+    price: ModelPrice | None = None
 
     def columns(self) -> dict[str, Any]:
         """The context's own columns."""
@@ -125,6 +128,7 @@ class RowContext:
             "source_uri": self.source_uri,
             "attempt": self.attempt,
             "loaded_at": self.loaded_at,
+            "price_version": None if self.price is None else self.price.version,
         }
 
 
@@ -278,6 +282,8 @@ class _Usage(msgspec.Struct):
     tool_use_prompt_token_count: _Count | None = None
     totalTokenCount: _Count | None = None
     total_token_count: _Count | None = None
+    promptTokensDetails: msgspec.Raw = _RAW_ABSENT  # read only when it names AUDIO (priced apart)
+    prompt_tokens_details: msgspec.Raw = _RAW_ABSENT
     trafficType: Any = None
     traffic_type: Any = None
 
@@ -328,8 +334,8 @@ _CAMEL_USAGE: Final = (
 )
 
 
-def _response_columns(response: _Response, request: _Request | None, out: dict[str, Any]) -> None:
-    """Fill ``out`` with the columns read from a response (non-null ones only).
+def _response_columns(response: _Response, request: _Request | None, out: dict[str, Any]) -> int:
+    """Fill ``out`` with the columns read from a response (non-null ones only); return its audio prompt tokens.
 
     This runs once per output line; it is written flat on purpose (few calls).
     """
@@ -450,7 +456,7 @@ def _response_columns(response: _Response, request: _Request | None, out: dict[s
     else:
         usage = response.usage_metadata
         if usage is None:
-            return
+            return 0
         for column, camel in _CAMEL_USAGE:
             value = getattr(usage, camel)
             if value is None:
@@ -460,6 +466,25 @@ def _response_columns(response: _Response, request: _Request | None, out: dict[s
         traffic = usage.traffic_type
     if traffic is not None:
         out["traffic_type"] = _str(traffic)
+    details = usage.promptTokensDetails or usage.prompt_tokens_details
+    if details and b"AUDIO" in bytes(details):  # audio input has its own price on some models
+        return _audio_tokens(details)
+    return 0
+
+
+def _audio_tokens(details: msgspec.Raw) -> int:
+    """The AUDIO tokens of a promptTokensDetails list (anything unreadable counts 0)."""
+    try:
+        parsed = orjson.loads(bytes(details))
+    except orjson.JSONDecodeError:
+        return 0
+    audio = 0
+    for detail in parsed if type(parsed) is list else ():
+        if type(detail) is dict and detail.get("modality") == "AUDIO":
+            count = detail.get("tokenCount", detail.get("token_count"))
+            if type(count) is int and count > 0:
+                audio += count
+    return audio
 
 
 _SNAKE: Final = {camel: re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower() for _, camel in _CAMEL_USAGE}
@@ -501,19 +526,20 @@ def _unreadable_key(line: bytes) -> str:
     return _key_of(key, line)
 
 
-def _computed(parsed: _Line, line: bytes) -> dict[str, Any]:
+def _computed(parsed: _Line, line: bytes, price: ModelPrice | None) -> dict[str, Any]:
     """The columns derived from a decoded line (non-null ones only).
 
     Excludes the context columns and the pass-through ones (``request``,
-    ``response``, ``processed_time``, ``metadata``).
+    ``response``, ``processed_time``, ``metadata``). ``cost_usd`` when the model has a price.
     """
     out: dict[str, Any] = {"request_key": _key_of(parsed.key, line)}
     status = parsed.status
     response = parsed.response
+    audio = 0
     if status:
         code, canonical, message = parse_status(status)
         if response is not None:
-            _response_columns(response, parsed.request, out)
+            audio = _response_columns(response, parsed.request, out)
         out["outcome"] = FAILED
         if code is not None:
             out["error_code"] = code
@@ -522,12 +548,21 @@ def _computed(parsed: _Line, line: bytes) -> dict[str, Any]:
         out["error_message"] = message
         out["retryable"] = is_retryable(code, canonical)
     elif response is not None:
-        _response_columns(response, parsed.request, out)
+        audio = _response_columns(response, parsed.request, out)
     else:
         out["outcome"] = FAILED
         out["error_status"] = EMPTY_RESPONSE
         out["error_message"] = "the output line has an empty status and no response"
         out["retryable"] = False
+    if price is not None:
+        out["cost_usd"] = price.cost(
+            out.get("prompt_tokens", 0),
+            out.get("candidates_tokens", 0),
+            out.get("thoughts_tokens", 0),
+            out.get("cached_tokens", 0),
+            out.get("tool_use_prompt_tokens", 0),
+            audio,
+        )
     return out
 
 
@@ -558,7 +593,7 @@ def _raw_copy(line: bytes) -> dict[str, Any]:
         }
 
 
-def _parse_as_dict(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def _parse_as_dict(line: bytes, price: ModelPrice | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """``(parsed line, computed columns)`` from one dict parse; never raises.
 
     Used for :meth:`Normalizer.row` and for lines the fast typed decoder refused (extra
@@ -579,7 +614,7 @@ def _parse_as_dict(line: bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         computed = _unparseable(line, f"unexpected shape: {exc}")
         computed.pop("metadata")
         return obj, computed
-    return obj, _computed(parsed, line)
+    return obj, _computed(parsed, line, price)
 
 
 class Normalizer:
@@ -597,12 +632,14 @@ class Normalizer:
         """One output line -> one row dict with every schema column (None where null)."""
         if line[-1:] in _TERMINATORS:
             line = line.rstrip(b"\r\n")
-        return self._row(*_parse_as_dict(line))  # not the hot path: one parse, as a dict
+        return self._row(*_parse_as_dict(line, self.context.price))  # not the hot path: one parse, as a dict
 
     def _row(self, obj: dict[str, Any] | None, computed: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
         row.update(self._context_columns)
         row.update(computed)
+        if self.context.price is not None and row["cost_usd"] is None:
+            row["cost_usd"] = 0.0  # an unreadable line: no usage
         for column in _RAW_COLUMNS:
             if row[column] is not None:
                 row[column] = orjson.loads(bytes(row[column]))
@@ -648,7 +685,7 @@ class Normalizer:
                 while line[end - 1] in _WHITESPACE:
                     end -= 1
                 if end > 2:
-                    facts = _computed(parsed, line)
+                    facts = _computed(parsed, line, self.context.price)
                     computed = _ENCODER.encode(facts)
                     view = memoryview(line)
                     return b"".join((self._prefix, memoryview(computed)[1:-1], b",", view[1:end], b"\n")), facts
@@ -694,4 +731,6 @@ def missing_row(key: str, context: RowContext) -> dict[str, Any]:
     row.update(context.columns())
     row["request_key"] = key
     row["outcome"] = MISSING
+    if context.price is not None:
+        row["cost_usd"] = 0.0
     return row

@@ -13,6 +13,7 @@ from typing import Any, Final, Self
 import orjson
 
 RUN_SUBMITTING: Final = "SUBMITTING"  # a submitter holds it (lease): validating, staging, creating jobs
+RUN_AWAITING_APPROVAL: Final = "AWAITING_APPROVAL"  # over a cost limit: nothing submitted until approved
 RUN_REJECTED: Final = "REJECTED"  # nothing was submitted; the report says why
 RUN_RUNNING: Final = "RUNNING"  # every chunk has its first attempt; attempts are followed
 RUN_COMPLETE: Final = "COMPLETE"  # every chunk's latest attempt is collected; ``announced`` once published
@@ -72,6 +73,32 @@ TRANSITIONS: Final = (
         RUN_REJECTED,
         "submit_batch, submit_request",
         "invalid lines (without SKIP_INVALID_LINES), no requests, or a source that cannot be read",
+    ),
+    Transition(
+        "hold",
+        "run",
+        (RUN_SUBMITTING,),
+        RUN_AWAITING_APPROVAL,
+        "submit_batch, submit_request",
+        "its expected cost is over MAX_RUN_COST_USD, or the UTC day's with it over MAX_DAILY_COST_USD (or the "
+        "model has no price while a limit is set): before any job; a cost report is written and announced",
+    ),
+    Transition(
+        "approve",
+        "run",
+        (RUN_AWAITING_APPROVAL,),
+        RUN_SUBMITTING,
+        "submit_request",
+        'an {"approve": run} message on batch-requests (once, however often delivered): its jobs are queued',
+        holds=True,
+    ),
+    Transition(
+        "decline",
+        "run",
+        (RUN_AWAITING_APPROVAL,),
+        RUN_REJECTED,
+        "submit_request, poll_batches",
+        'a {"reject": run} message, or no decision within APPROVAL_TIMEOUT_SECONDS: no job is created',
     ),
     Transition(
         "start",
@@ -195,6 +222,7 @@ TRANSITIONS: Final = (
 # What moves each non-terminal state on when nothing else does (its holder died, a message was lost).
 TIMEOUTS: Final = {
     ("run", RUN_SUBMITTING): "LEASE_SECONDS after the claim: poll_batches sends a resume message to batch-requests",
+    ("run", RUN_AWAITING_APPROVAL): "APPROVAL_TIMEOUT_SECONDS after it was held: poll_batches rejects it",
     ("run", RUN_RUNNING): "poll_batches nudges collection (batch-finished) when no attempt of it is left to follow",
     ("run", RUN_COMPLETE): "not yet announced, LEASE_SECONDS after the claim: poll_batches nudges collection again",
     ("job", JOB_QUEUED): "admitted as capacity frees (it never expires); its run's backstop rewrites a lost marker",
@@ -274,6 +302,10 @@ class Run(_Record):
     announced: bool = False
     resume_sent_at: str = ""  # the poller's last resume message
     nudged_at: str = ""  # the poller's last batch-finished nudge
+    estimate: dict[str, Any] = field(default_factory=dict)  # cost.Estimate.as_dict() (+ model), before any job
+    held_at: str = ""  # when the budget guard held it for approval
+    decision: dict[str, str] = field(default_factory=dict)  # {"verdict": approved|rejected|expired, "at", "why"}
+    budget_day: str = ""  # the UTC day its jobs count against (MAX_DAILY_COST_USD)
 
 
 @dataclass
@@ -304,6 +336,10 @@ class JobRecord(_Record):
     counts: dict[str, int] = field(default_factory=dict)
     retried: int = 0  # rows sent to the next attempt
     child: str = ""  # the next attempt's key, when there is one
+    estimate: dict[str, Any] = field(default_factory=dict)  # its requests' expected cost (cost.Estimate.as_dict())
+    cost: dict[str, Any] = field(
+        default_factory=dict
+    )  # {"usd", "by_outcome", "price_version"} once its rows are staged
     staged: dict[str, Any] = field(default_factory=dict)  # the collector's files, once written (see collect.py)
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -69,6 +69,7 @@ def queue_attempt(
     attempt: int,
     input_uri: str,
     requests: int,
+    estimate: dict[str, Any] | None = None,
 ) -> JobRecord:
     """Record attempt ``attempt`` of ``chunk`` once, QUEUED (admission.py creates its job); return it as it stands."""
     now = inv.now()
@@ -82,6 +83,7 @@ def queue_attempt(
         status=JOB_QUEUED,
         queued_at=stamp(now),
         location=settings.location,
+        estimate=dict(estimate or {}),
     )
     new.history.append({"state": JOB_QUEUED, "at": new.queued_at})
     uri = ledger.job_uri(run_id, chunk, attempt)

@@ -45,6 +45,7 @@ from shared.core.records import (
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import finished_message, observe, queue_attempt
+from shared.services.budget import count_retry, job_estimates, price_of, retry_estimate
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_once
 from shared.services.runs import complete_run
@@ -130,7 +131,11 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
     retry = int(record.staged["retry"])
     if retry and not record.child:
         retry_input, next_attempt = record.staged["retry_input"], record.attempt + 1
-        queue_attempt(ledger, settings, inv, record.run_id, record.chunk, next_attempt, retry_input, retry)
+        child = queue_attempt(
+            ledger, settings, inv, record.run_id, record.chunk, next_attempt, retry_input, retry,
+            estimate=record.staged.get("retry_estimate") or {},
+        )  # fmt: skip
+        count_retry(ledger, child)  # retries count against the day's budget too
         record.child, record.retried = job_key(record.run_id, record.chunk, next_attempt), retry
         claim.save()
         try_admit(ledger, settings, ports, inv)
@@ -151,18 +156,26 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
     next_key = job_key(record.run_id, record.chunk, record.attempt + 1)
     retry_uri = f"gs://{settings.work_bucket}/staging/{record.run_id}/{next_key}.{tag}.jsonl"
     loaded_at = stamp(claim.inv.now())
+    found = claim.ledger.get_run(record.run_id)
+    if found is None:
+        raise PermanentError(f"the run {record.run_id} of {key} has no record")
+    run = found[0]
+    price = price_of(settings, ports, run.model, record.run_id)
+    if record.attempt == 1 and not record.estimate:
+        record.estimate = job_estimates(run, record.chunk)
     retryable: dict[str, bool] = {}  # request key -> worth sending again
     final_attempt = record.attempt >= settings.max_attempts
     reason = missing_reason(record.vertex_state, record.error, record.stuck)
     retry = 0
     record.counts = {}  # a renewal may have saved a dead holder's partial counts
+    costs: Counter[str] = Counter()  # outcome -> USD
     with ExitStack() as stack:
         out = stack.enter_context(ports.store.writer(rows_uri))
         outputs = sorted(u for u in ports.store.list(record.dest_prefix + "/") if u.endswith(".jsonl"))
         for index, uri in enumerate(outputs):
-            context = RowContext(record.run_id, record.job_name, uri, record.attempt, loaded_at)
-            _normalize_file(claim, ports, uri, Normalizer(context), index, retryable, out)
-        context = RowContext(record.run_id, record.job_name, None, record.attempt, loaded_at)
+            context = RowContext(record.run_id, record.job_name, uri, record.attempt, loaded_at, price)
+            _normalize_file(claim, ports, uri, Normalizer(context), index, retryable, out, costs)
+        context = RowContext(record.run_id, record.job_name, None, record.attempt, loaded_at, price)
         retry_out: BinaryIO | None = None
         with ports.store.open(record.input_uri) as inputs:
             for number, line in enumerate(iter_lines(inputs, settings.max_line_bytes + 1024), 1):
@@ -184,6 +197,12 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
                     retry_out.write(line + b"\n")
                     retry += 1
     record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry}
+    if retry:
+        record.staged["retry_estimate"] = retry_estimate(run, record, retry)
+    record.cost = {}
+    if price is not None:  # MISSING rows cost 0
+        usd = {outcome: costs.get(outcome, 0.0) for outcome in record.counts}
+        record.cost = {"usd": sum(usd.values()), "by_outcome": usd, "price_version": price.version}
     claim.save()
 
 
@@ -195,8 +214,12 @@ def _normalize_file(
     index: int,
     retryable: dict[str, bool],
     out: BinaryIO,
+    costs: Counter[str],
 ) -> None:
-    """Normalize one output file into ``out``: one row per line, a key seen before is kept once."""
+    """Normalize one output file into ``out``: one row per line, a key seen before is kept once.
+
+    ``costs`` gathers the rows' cost per outcome.
+    """
     record = claim.record
     counts: Counter[str] = Counter(record.counts)
     with ports.store.open(uri) as stream:
@@ -219,6 +242,9 @@ def _normalize_file(
             if request_key:
                 retryable[request_key] = bool(facts.get("retryable"))
             counts[facts["outcome"]] += 1
+            cost = facts.get("cost_usd")
+            if cost:
+                costs[facts["outcome"]] += cost
             out.write(data)
     record.counts = dict(counts)
 
@@ -241,6 +267,11 @@ def job_row(record: JobRecord, loaded_at: str) -> dict[str, Any]:
         "requests": record.requests,
         "counts": record.counts,
         "retried": record.retried,
+        "cost_usd": record.cost.get("usd"),
+        "cost_by_outcome": record.cost.get("by_outcome"),
+        "estimated_cost_usd": record.estimate.get("expected_usd"),
+        "estimate": record.estimate or None,
+        "price_version": record.cost.get("price_version") or record.estimate.get("price_version") or None,
         "input_uri": record.input_uri,
         "output_prefix": record.dest_prefix,
         "history": record.history,

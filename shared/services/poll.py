@@ -29,19 +29,21 @@ from shared.core.records import (
     JOB_QUEUED,
     JOB_SUBMITTED,
     JOB_TERMINAL,
+    RUN_AWAITING_APPROVAL,
     RUN_COMPLETE,
     RUN_REJECTED,
     RUN_RUNNING,
     RUN_SUBMITTING,
     VERTEX_FINAL,
     JobRecord,
+    Run,
     move,
 )
 from shared.ports import JobError, Ports, VertexJob
 from shared.services.admission import ADMIT_RESERVE, admit
 from shared.services.attempts import finished_message, observe, redrive
-from shared.services.ledger import Invocation, Ledger, lease_left, stamp
-from shared.services.runs import latest_attempts
+from shared.services.ledger import ClaimHeld, Invocation, Ledger, lease_left, stamp
+from shared.services.runs import decline, latest_attempts
 from shared.services.windows import load_windows
 
 log = logging.getLogger("gbp.poll")
@@ -57,7 +59,19 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
     """Follow every active job attempt and run once; return counts of what happened."""
     ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
     counts = dict.fromkeys(
-        ("followed", "changed", "finished", "republished", "stuck", "redriven", "resumed", "nudged", "errors"), 0
+        (
+            "followed",
+            "changed",
+            "finished",
+            "republished",
+            "stuck",
+            "redriven",
+            "resumed",
+            "nudged",
+            "expired",
+            "errors",
+        ),
+        0,
     )
     followed = ledger.active()
     if followed:  # a different start each tick: what one tick has no time for is not always the same
@@ -275,6 +289,9 @@ def _follow_run(
         ledger.deactivate_run(run_id)
     elif not lapsed:
         return  # its holder is at work (submitting, or completing it)
+    elif run.status == RUN_AWAITING_APPROVAL:
+        if lease_left(run.held_at, now, settings.approval_timeout_seconds) <= 0:
+            _expire(ledger, settings, ports, inv, run_id, counts)
     elif run.status == RUN_SUBMITTING:
         if lease_left(run.resume_sent_at, now, settings.lease_seconds) <= 0:
             run.resume_sent_at = stamp(now)
@@ -296,3 +313,19 @@ def _follow_run(
             ledger.put(run, generation)
             ports.bus.publish(settings.batch_finished_topic, finished_message(latest[min(latest)]))
             counts["nudged"] += 1
+
+
+def _expire(
+    ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, run_id: str, counts: dict[str, int]
+) -> None:
+    """A held run nobody decided on within APPROVAL_TIMEOUT_SECONDS: REJECTED (once, under its claim)."""
+    try:
+        _, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_AWAITING_APPROVAL}))
+    except ClaimHeld:
+        return  # a decision is being made right now
+    if claim is None:
+        return
+    with claim.released_on_error():
+        hours = settings.approval_timeout_seconds / 3600
+        decline(claim, settings, ports, "expired", f"no approve or reject message within {hours:g} h")
+    counts["expired"] += 1

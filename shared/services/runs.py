@@ -15,9 +15,18 @@ from typing import Any, Final
 
 from shared.config import Settings
 from shared.core.errors import PermanentError
-from shared.core.records import JOB_TERMINAL, JOB_UNCOLLECTABLE, RUN_COMPLETE, RUN_RUNNING, JobRecord, Run
+from shared.core.records import (
+    JOB_TERMINAL,
+    JOB_UNCOLLECTABLE,
+    RUN_COMPLETE,
+    RUN_REJECTED,
+    RUN_RUNNING,
+    JobRecord,
+    Run,
+)
 from shared.ports import Ports
-from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger
+from shared.services.budget import settle_spend
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.windows import settle
 
 log = logging.getLogger("gbp.runs")
@@ -76,6 +85,7 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
         if run.status == RUN_RUNNING:
             claim.move("complete")
         release_work_files(settings, ports, run_id, inv.now())
+        settle_spend(ledger, run, records)  # the day's spend: what it cost, no longer what was expected
         summary = ports.warehouse.run_summary(run_id)
         claim.confirm("announcing the run", ANNOUNCE_NEEDS)
         ports.bus.publish(settings.batch_results_topic, announcement(run, records, summary), run_id=run_id)
@@ -96,6 +106,45 @@ def _invalid_rows_loaded(claim: Claim[Run], settings: Settings, ports: Ports) ->
     except PermanentError:
         log.exception("rejected lines could not be loaded", extra={"run_id": claim.record.run_id})
         return True
+
+
+def decline(claim: Claim[Run], settings: Settings, ports: Ports, verdict: str, why: str) -> None:
+    """A held run not approved (``verdict``: rejected, or expired): REJECTED with no job, announced."""
+    run, now = claim.record, claim.inv.now()
+    run.decision = {"verdict": verdict, "at": stamp(now), "why": why}
+    run.error = f"not approved ({verdict}): {why}"
+    claim.confirm("announcing the declined run", ANNOUNCE_NEEDS)
+    message = {
+        "run_id": run.run_id,
+        "status": RUN_REJECTED,
+        "source": run.source,
+        "model": run.model,
+        "requests": run.requests,
+        "error": run.error,
+        "decision": run.decision,
+        "estimate": run.estimate,
+        "report": run.report_uri,
+    }
+    ports.bus.publish(settings.batch_results_topic, message, run_id=run.run_id)  # before the move: at least once
+    claim.move("decline")
+    release_work_files(settings, ports, run.run_id, now)
+    claim.ledger.deactivate_run(run.run_id)
+    log.warning("run not approved", extra={"run_id": run.run_id, "verdict": verdict, "why": why})
+
+
+def cost_of(records: list[JobRecord]) -> dict[str, Any]:
+    """What a run's attempts cost (every attempt's rows, at the batch rate), per outcome, beside its estimate."""
+    priced = [r.cost for r in records if r.cost.get("usd") is not None]
+    by_outcome: dict[str, float] = {}
+    for cost in priced:
+        for outcome, usd in cost.get("by_outcome", {}).items():
+            by_outcome[outcome] = by_outcome.get(outcome, 0.0) + usd
+    versions = sorted({c.get("price_version", "") for c in priced} - {""})
+    return {
+        "usd": round(sum(c["usd"] for c in priced), 9) if priced else None,
+        "by_outcome": {k: round(v, 9) for k, v in sorted(by_outcome.items())},
+        "price_version": ",".join(versions),
+    }
 
 
 def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) -> dict[str, Any]:
@@ -119,5 +168,6 @@ def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) ->
             if r.status == JOB_UNCOLLECTABLE
         ],
         **({"failed_loads": failed_loads} if failed_loads else {}),
+        "cost": {**cost_of(records), "estimate": run.estimate},
         **summary,
     }

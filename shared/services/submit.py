@@ -20,20 +20,22 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from shared.config import Settings
+from shared.core.cost import Estimator
 from shared.core.errors import PermanentError, RefusedError, TransientError
 from shared.core.ids import job_key
 from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
 from shared.core.lines import iter_lines
 from shared.core.messages import check_model, check_source
 from shared.core.normalize import FAILED, RowContext, missing_row
-from shared.core.records import RUN_SUBMITTING, Run
+from shared.core.records import RUN_AWAITING_APPROVAL, RUN_SUBMITTING, Run
 from shared.core.validate import Marks, ScannedLine, ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import CREATE_NEEDS, queue_attempt
+from shared.services.budget import guard, price_table
 from shared.services.ledger import Claim, ClaimHeld, DeadlineNear, Invocation, Ledger, stamp
 from shared.services.loads import load_entry
-from shared.services.runs import complete_run, release_work_files
+from shared.services.runs import complete_run, decline, release_work_files
 from shared.services.windows import settle
 
 log = logging.getLogger("gbp.submit")
@@ -52,6 +54,7 @@ STAGING_SETTINGS: Final = (
     "skip_invalid_lines",
     "submit_bytes_per_invocation",
 )
+DEFAULT_MAX_OUTPUT_TOKENS: Final = 65_536  # the output bound of a model the price table does not name
 # Seconds kept back when staging: closing a chunk, writing its keys, creating its job, handing on.
 SEGMENT_RESERVE: Final = CREATE_NEEDS + 60.0
 
@@ -86,7 +89,9 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
         updated_at=stamp(inv.now()),
         display_name=sub.display_name,
         labels=dict(sub.labels),
-        options={name: getattr(settings, name) for name in STAGING_SETTINGS},
+        # A guarded run starts no job before its whole file is estimated (and passed): frozen here, so
+        # that a limit set while it is staged never finds some of its jobs started.
+        options={**{name: getattr(settings, name) for name in STAGING_SETTINGS}, "budget_guard": settings.budget_guard},
     )
     ledger.activate_run(sub.run_id, inv.now())  # followed by the poller from before it exists
     try:
@@ -115,6 +120,31 @@ def resume(run_id: str, settings: Settings, ports: Ports, inv: Invocation) -> st
     return submit(sub, settings, ports, inv)
 
 
+def decide(run_id: str, verdict: str, why: str, settings: Settings, ports: Ports, inv: Invocation) -> str:
+    """An ``approve`` or ``reject`` message for a run the budget guard holds; once, however often delivered.
+
+    Returns what the run became ("submitted", "continued"... for an approval, "rejected"), or
+    "duplicate" when it is not waiting any more. A decision racing another one waits (ClaimHeld
+    is retried) and then finds the run decided.
+    """
+    ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
+    if ledger.get_run(run_id) is None:
+        raise PermanentError(f"{verdict}: unknown run {run_id}")
+    run, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_AWAITING_APPROVAL}))
+    if claim is None:
+        log.info("duplicate: skipped", extra={"run_id": run_id, "status": run.status, "verdict": verdict})
+        return "duplicate"
+    with claim.released_on_error():
+        if verdict == "reject":
+            decline(claim, settings, ports, "rejected", why or "a reject message")
+            return "rejected"
+        run.decision = {"verdict": "approved", "at": stamp(inv.now()), "why": why or "an approve message"}
+        run.error = ""
+        claim.move("approve")
+        log.info("run approved", extra={"run_id": run_id, "expected_usd": run.estimate.get("expected_usd")})
+        return _submit_claimed(claim, ledger, settings, ports, inv)
+
+
 def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation) -> str:
     run = claim.record
     settings = dataclasses.replace(settings, **{k: v for k, v in run.options.items() if k in STAGING_SETTINGS})
@@ -135,6 +165,8 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     # Checked again on every try: a rejection that failed half-way is not taken for a valid file.
     if (summary.invalid and not settings.skip_invalid_lines) or summary.valid == 0:
         return _reject(claim, ledger, settings, ports, summary, run.staged.get("error", ""))
+    if not guard(claim, settings, ports):  # over a cost limit: held, nothing queued, nothing loaded
+        return "held"
     if run.invalid:
         _load_invalid_rows(claim, settings, ports)
     files, counts = run.staged["files"], run.staged["counts"]
@@ -154,9 +186,14 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
     return "submitted"
 
 
+def _early(run: Run, settings: Settings) -> bool:
+    """Jobs start as chunks are recorded: SKIP_INVALID_LINES (nothing can reject the run), no cost limit."""
+    return settings.skip_invalid_lines and not run.options.get("budget_guard")
+
+
 def _paid_for(run: Run, settings: Settings) -> bool:
-    """Jobs may exist for the run (with SKIP_INVALID_LINES they start as chunks are recorded)."""
-    return settings.skip_invalid_lines and bool(run.staged.get("files"))
+    """Jobs may exist for the run (started early, as chunks were recorded)."""
+    return _early(run, settings) and bool(run.staged.get("files"))
 
 
 def _cut_short(claim: Claim[Run], error: str) -> None:
@@ -192,7 +229,7 @@ def _upgrade(run: Run) -> None:
 def _continue(claim: Claim[Run], settings: Settings, ports: Ports) -> str:
     """Hand the rest of the file on to a fresh invocation: the checkpoint is saved, the claim released."""
     run = claim.record
-    if settings.skip_invalid_lines and run.staged.get("files"):  # chunks queued so far may start meanwhile
+    if _paid_for(run, settings):  # chunks queued so far may start meanwhile
         try_admit(claim.ledger, settings, ports, claim.inv)
     run.claimed_at, run.resume_sent_at = "", stamp(claim.inv.now())  # the poller need not send one too
     claim.save()
@@ -296,6 +333,16 @@ def _stage(
     staged = run.staged
     if not staged:
         staged.update(files=[], counts=[], keys=[], invalid=[], offset=0, line=0, summary=None, source="", done=False)
+        staged.update(estimator=[0, 0, 0], estimates=[])
+    if "estimates" not in staged:  # begun by an earlier release: its chunks so far have counts only
+        staged["estimates"] = [[count, 0, 0] for count in staged["counts"]]
+    table = price_table(settings, ports)
+    price = table.price(run.model)
+    estimator = Estimator(
+        table.estimator,
+        price.max_output_tokens if price is not None else DEFAULT_MAX_OUTPUT_TOKENS,
+        staged.get("estimator"),  # absent: staging begun by an earlier release (its estimate covers the rest)
+    )
     limits = JobLimits(settings.max_requests_per_job, settings.max_bytes_per_job)
     options = ValidationOptions(limits=limits, max_line_bytes=settings.max_line_bytes, max_examples=100)
     if staged["summary"]:
@@ -307,9 +354,9 @@ def _stage(
     # This holder's files go under a prefix of its own (its claim's generation): a holder that
     # was replaced can never overwrite what its successor staged.
     prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
-    stage = _Chunks(claim, ports, prefix, keys)
+    stage = _Chunks(claim, ports, prefix, keys, estimator)
     budget_end = staged["offset"] + settings.submit_bytes_per_invocation
-    early = settings.skip_invalid_lines
+    early = _early(run, settings)
 
     def recorded(chunk: int | None) -> None:
         if chunk is not None and early:
@@ -353,8 +400,10 @@ def _stage(
 class _Chunks:
     """The chunk being filled (and the invalid lines since the last checkpoint) of one holder."""
 
-    def __init__(self, claim: Claim[Run], ports: Ports, prefix: str, keys: KeyIndex) -> None:
+    def __init__(self, claim: Claim[Run], ports: Ports, prefix: str, keys: KeyIndex, estimator: Estimator) -> None:
         self.claim, self.ports, self.prefix, self.keys = claim, ports, prefix, keys
+        self.estimator = estimator
+        self.counted = [0, 0, 0]  # the chunk's requests, input tokens, output bound (as the estimator counts)
         self.files = ExitStack()
         self.out: BinaryIO | None = None
         self.invalid_out: BinaryIO | None = None
@@ -369,6 +418,11 @@ class _Chunks:
 
     def add(self, line: KeyedLine, size: int, write: bool = True) -> None:
         """Add a line to the chunk (only counted, not written, when the run will be rejected)."""
+        tokens, bound = self.estimator.add(line.data)
+        counted = self.counted
+        counted[0] += 1
+        counted[1] += tokens
+        counted[2] += bound
         if write:
             if self.out is None:
                 self.out = self.files.enter_context(self.ports.store.writer(self._uri(".jsonl")))
@@ -409,7 +463,9 @@ class _Chunks:
         if self.written:
             staged["files"].append(f"{base}.jsonl")
             staged["counts"].append(self.written)
+            staged["estimates"].append(self.counted)
             recorded = len(staged["files"]) - 1
+        staged["estimator"] = self.estimator.state()
         if at is not None:
             staged["offset"], staged["line"] = at
         else:
@@ -419,6 +475,7 @@ class _Chunks:
         self.claim.save()  # LostClaim when another holder took over: its own files are the ones recorded
         self.claim.keep_alive()
         self.last, self.count, self.size, self.written = self.written, 0, 0, 0
+        self.counted = [0, 0, 0]
         self.out = self.invalid_out = None
         return recorded
 

@@ -82,7 +82,7 @@ run "pipeline" {
       for rule in google_storage_bucket.work.lifecycle_rule : [
         for c in rule.condition : (c.days_since_custom_time == 30 && coalesce(c.age, 0) == 0) || coalesce(c.age, 0) >= 180
       ]
-    ])) && length(google_storage_bucket.work.lifecycle_rule) == 2
+    ])) && length(google_storage_bucket.work.lifecycle_rule) == 3
     error_message = "work files are deleted only after the custom time their finished run sets, or as a backstop long after any run"
   }
   assert {
@@ -130,6 +130,41 @@ run "load_window_seconds_is_validated" {
   command = plan
   variables { load_window_seconds = 60 }
   expect_failures = [var.load_window_seconds]
+}
+
+run "budget_limits_are_unset_by_default_and_passed_on_when_set" {
+  command = plan
+  variables {
+    max_run_cost_usd   = 25
+    max_daily_cost_usd = 250.5
+    prices_file        = "../shared/core/schemas/prices.json"
+  }
+  assert {
+    condition = alltrue([
+      for name, fn in module.function : fn.environment["MAX_RUN_COST_USD"] == "25" && fn.environment["MAX_DAILY_COST_USD"] == "250.5" && fn.environment["APPROVAL_TIMEOUT_SECONDS"] == "259200"
+    ])
+    error_message = "every function reads the same limits"
+  }
+  assert {
+    condition     = startswith(google_storage_bucket_object.prices[0].name, "config/prices-") && google_storage_bucket_object.prices[0].bucket == google_storage_bucket.work.name
+    error_message = "a price table of the user's own is uploaded to the work bucket, named by its content"
+  }
+}
+
+run "budget_limits_are_validated" {
+  command = plan
+  variables {
+    max_run_cost_usd       = -1
+    max_daily_cost_usd     = -5
+    approval_timeout_hours = 0.5
+  }
+  expect_failures = [var.max_run_cost_usd, var.max_daily_cost_usd, var.approval_timeout_hours]
+}
+
+run "prices_file_is_validated" {
+  command = plan
+  variables { prices_file = "../README.md" }
+  expect_failures = [var.prices_file]
 }
 
 run "name_prefix_is_validated" {

@@ -115,3 +115,25 @@ def test_request_messages_are_checked_whole_before_anything_is_claimed() -> None
     assert parse_request_message({"resume": "r0123456789abcdef0123"}).resume == "r0123456789abcdef0123"
     with pytest.raises(PermanentError, match="not a run id"):
         parse_request_message({"resume": "../etc"})
+
+
+def test_approve_and_reject_messages_name_a_run_and_may_say_why() -> None:
+    approve = parse_request_message({"approve": "m0123456789abcdef0123"})
+    assert (approve.approve, approve.reject, approve.source) == ("m0123456789abcdef0123", "", "")
+    reject = parse_request_message({"reject": "r0123456789abcdef0123", "reason": "too dear"})
+    assert (reject.reject, reject.reason) == ("r0123456789abcdef0123", "too dear")
+    with pytest.raises(PermanentError, match="bad approve message"):
+        parse_request_message({"approve": 12})
+    with pytest.raises(PermanentError, match="reason"):
+        parse_request_message({"reject": "r0123456789abcdef0123", "reason": ["no"]})
+
+
+def test_cost_limits_are_numbers_of_at_least_zero_and_unset_means_no_limit() -> None:
+    settings = Settings.from_env({**BASE, "MAX_RUN_COST_USD": "12.5", "MAX_DAILY_COST_USD": ""})
+    assert (settings.max_run_cost_usd, settings.max_daily_cost_usd, settings.budget_guard) == (12.5, None, True)
+    assert not Settings.from_env(BASE).budget_guard
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({**BASE, "MAX_RUN_COST_USD": "nan", "MAX_DAILY_COST_USD": "lots"})
+    assert "MAX_RUN_COST_USD must be a number" in str(error.value) and "MAX_DAILY_COST_USD" in str(error.value)
+    with pytest.raises(SettingsError, match="MAX_DAILY_COST_USD must be at least 0"):
+        Settings.from_env({**BASE, "MAX_DAILY_COST_USD": "-1"})

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from shared.core.cost import ModelPrice, Tier
 from shared.core.normalize import (
     COLUMNS,
     OUTCOMES,
@@ -35,6 +36,8 @@ CONTEXT = RowContext(
     source_uri="gs://out/run-1/prediction-model-x/predictions.jsonl",
     attempt=2,
     loaded_at="2026-11-25T00:00:00Z",
+    # A price of round numbers (not the shipped table: the goldens must not move with Google's prices).
+    price=ModelPrice("test-model", Tier(1.0, 10.0, 0.1), 0.5, 65_536, 200_000, Tier(2.0, 20.0, 0.2), "test-1"),
 )
 
 

@@ -74,8 +74,17 @@ class World:
     def poll(self) -> dict[str, int]:
         return poll(self.settings, self.ports, self.inv())
 
-    def finish(self, state: str = "JOB_STATE_SUCCEEDED", answers: dict[str, str] | None = None, **error: Any) -> None:
-        """Every open job ends in ``state``, answering every input key (``answers``: key -> status or "drop")."""
+    def finish(
+        self,
+        state: str = "JOB_STATE_SUCCEEDED",
+        answers: dict[str, str] | None = None,
+        usage: dict[str, int] | None = None,
+        **error: Any,
+    ) -> None:
+        """Every open job ends in ``state``, answering every input key (``answers``: key -> status or "drop").
+
+        ``usage``: the usageMetadata of every answer.
+        """
         for job in self.jobs.jobs.values():
             if job["state"] not in ("JOB_STATE_QUEUED", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING"):
                 continue
@@ -94,7 +103,8 @@ class World:
                 line: dict[str, Any] = {"key": key, "status": status, "processed_time": "2026-11-25T12:00:00+00:00"}
                 if not status:
                     line["response"] = {
-                        "candidates": [{"content": {"parts": [{"text": f"answer {key}"}]}, "finishReason": "STOP"}]
+                        "candidates": [{"content": {"parts": [{"text": f"answer {key}"}]}, "finishReason": "STOP"}],
+                        **({"usageMetadata": usage} if usage else {}),
                     }
                 out.append(orjson.dumps(line))
             self.store.write(job["dest"] + "/prediction-model-x/predictions.jsonl", b"\n".join(out) + b"\n")

@@ -1,0 +1,388 @@
+"""What a request costs: the price table, a row's cost from its usage, and a request file's estimate.
+
+The prices are data (``schemas/prices.json``, or a user's own file of the same shape named by
+``PRICES_URI``): per model, the online price per 1M input, output and cached-input tokens, the
+long-context tier where the model has one, the batch discount, with the date they were taken
+and the page they came from. A model the table does not name has no price: its rows get no
+cost (null), never a guess.
+
+A row's cost is at the batch rate, from the row's own usage metadata: prompt tokens that were
+not cached (plus tool-use prompt tokens) at the input price, cached tokens at the cached-input
+price (Vertex bills a cache hit at the cache price, not discounted again for batch), candidate
+and thinking tokens at the output price; the tier is the one the prompt falls in.
+
+The estimate of a request file is made while it is staged, line by line (:class:`Estimator`):
+input tokens from the text's bytes (``bytes_per_token``) plus a fixed count per non-text part by
+MIME type, output tokens bounded by ``maxOutputTokens`` (else the model's maximum) and expected
+from history or a default. The figures and how they were calibrated are in the table's
+``estimator`` section.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+import msgspec
+
+from shared.core.errors import PermanentError
+
+PER_TOKENS: Final = 1_000_000  # prices are per 1M tokens
+PRICES_FILE: Final = "prices.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """Online prices (USD per 1M tokens) of prompts up to a size."""
+
+    input: float
+    output: float
+    cached_input: float
+    input_audio: float | None = None  # a model that bills audio input apart
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """The price of one model family at the batch rate.
+
+    ``long_above``: prompts of more tokens than this are billed at ``long`` (None: one tier).
+    """
+
+    model: str
+    base: Tier
+    batch_discount: float
+    max_output_tokens: int
+    long_above: int | None = None
+    long: Tier | None = None
+    version: str = ""
+    # USD per token at the batch rate (input, audio input, output, cached input) of each tier:
+    # a row's cost is a few multiplications (the normalizer prices every output line).
+    _rates: tuple[tuple[float, float, float, float], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        paid = (1.0 - self.batch_discount) / PER_TOKENS
+
+        def rates(tier: Tier) -> tuple[float, float, float, float]:
+            audio = tier.input if tier.input_audio is None else tier.input_audio
+            return (tier.input * paid, audio * paid, tier.output * paid, tier.cached_input / PER_TOKENS)
+
+        tiers = (self.base,) if self.long is None else (self.base, self.long)
+        object.__setattr__(self, "_rates", tuple(rates(t) for t in tiers))
+
+    def tier(self, prompt_tokens: int) -> Tier:
+        """The tier a prompt of ``prompt_tokens`` falls in."""
+        if self.long is not None and self.long_above is not None and prompt_tokens > self.long_above:
+            return self.long
+        return self.base
+
+    def cost(
+        self,
+        prompt: int = 0,
+        output: int = 0,
+        thoughts: int = 0,
+        cached: int = 0,
+        tool_use: int = 0,
+        audio: int = 0,
+    ) -> float:
+        """USD at the batch rate for one response's usage (thinking billed as output)."""
+        rates = self._rates
+        if len(rates) > 1 and self.long_above is not None and prompt > self.long_above:
+            text, voice, out, cache = rates[1]
+        else:
+            text, voice, out, cache = rates[0]
+        cached = min(cached, prompt)
+        if audio:
+            audio = min(audio, prompt - cached)
+        usd = (prompt - cached - audio + tool_use) * text + audio * voice + (output + thoughts) * out + cached * cache
+        return round(usd, 12)  # to the picodollar: the same figure however the products were rounded
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorSettings:
+    """How request files are estimated (the table's ``estimator`` section)."""
+
+    bytes_per_token: float = 4.0
+    part_tokens: dict[str, int] = field(default_factory=lambda: {"*/*": 258})
+    default_output_tokens: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """Every model's price, with where and when the prices were taken."""
+
+    version: str
+    models: dict[str, ModelPrice]
+    estimator: EstimatorSettings
+    taken: str = ""
+    source: str = ""
+
+    def price(self, model: str) -> ModelPrice | None:
+        """The price of ``model`` (an id, a publisher model or a full resource name), None when unknown.
+
+        The longest model family of the table that the id is, or starts with followed by
+        ``-`` or ``@`` (a version: ``gemini-2.0-flash-001``), wins: ``gemini-2.5-flash-lite``
+        is not ``gemini-2.5-flash``.
+        """
+        name = model.rsplit("/", 1)[-1].lower()
+        best: ModelPrice | None = None
+        for family, price in self.models.items():
+            if (name == family or name.startswith((family + "-", family + "@"))) and (
+                best is None or len(family) > len(best.model)
+            ):
+                best = price
+        return best
+
+
+def _tier(data: dict[str, Any], where: str) -> Tier:
+    try:
+        values = {k: float(data[k]) for k in ("input", "output", "cached_input")}
+        audio = data.get("input_audio")
+        tier = Tier(**values, input_audio=None if audio is None else float(audio))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PermanentError(f"price table: {where} needs numbers input, output, cached_input ({exc})") from exc
+    if min(values.values()) < 0 or (tier.input_audio is not None and tier.input_audio < 0):
+        raise PermanentError(f"price table: {where} has a negative price")
+    return tier
+
+
+def parse_prices(data: bytes | str) -> PriceTable:
+    """Read and check a price table (PermanentError naming what is wrong)."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise PermanentError(f"price table: not JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict) or not raw.get("version"):
+        raise PermanentError('price table: needs "version" and "models" (see shared/core/schemas/prices.json)')
+    version = str(raw["version"])
+    discount = raw.get("batch_discount", 0.5)
+    if not isinstance(discount, int | float) or not 0 <= discount < 1:
+        raise PermanentError("price table: batch_discount must be a number in [0, 1)")
+    models: dict[str, ModelPrice] = {}
+    for name, entry in raw["models"].items():
+        if not isinstance(entry, dict):
+            raise PermanentError(f"price table: model {name} is not an object")
+        long = entry.get("long_context")
+        above = None
+        if long is not None:
+            if not isinstance(long, dict) or not isinstance(long.get("above_prompt_tokens"), int):
+                raise PermanentError(f"price table: {name}.long_context needs above_prompt_tokens")
+            above = long["above_prompt_tokens"]
+        maximum = entry.get("max_output_tokens")
+        if not isinstance(maximum, int) or maximum < 1:
+            raise PermanentError(f"price table: {name}.max_output_tokens must be a positive integer")
+        models[name.lower()] = ModelPrice(
+            name.lower(),
+            _tier(entry, name),
+            float(entry.get("batch_discount", discount)),
+            maximum,
+            above,
+            None if long is None else _tier(long, f"{name}.long_context"),
+            version,
+        )
+    est = raw.get("estimator") or {}
+    try:
+        estimator = EstimatorSettings(
+            float(est.get("bytes_per_token", 4.0)),
+            {str(k): int(v) for k, v in (est.get("part_tokens") or {"*/*": 258}).items()},
+            int(est.get("default_output_tokens", 512)),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise PermanentError(f"price table: bad estimator section ({exc})") from exc
+    if estimator.bytes_per_token <= 0:
+        raise PermanentError("price table: estimator.bytes_per_token must be positive")
+    return PriceTable(version, models, estimator, str(raw.get("taken", "")), str(raw.get("source", "")))
+
+
+@cache
+def default_prices() -> PriceTable:
+    """The table shipped with the code."""
+    return parse_prices(resources.files("shared.core.schemas").joinpath(PRICES_FILE).read_bytes())
+
+
+# The estimator's view of a request line: only what it counts is decoded (in C). Text is kept
+# raw (its JSON bytes, quotes and escapes included: a few bytes more than the text, never less).
+class _Blob(msgspec.Struct):
+    mimeType: Any = None
+    mime_type: Any = None
+
+
+_ABSENT: Final = msgspec.Raw()  # an absent member (a present null is b"null")
+_NULL: Final = b"null"
+
+
+def _present(raw: msgspec.Raw) -> bool:
+    """A member that is there and not null (a Raw is compared by its bytes only when it could be null)."""
+    return bool(raw) and (len(raw) != len(_NULL) or bytes(raw) != _NULL)
+
+
+class _Part(msgspec.Struct):
+    text: msgspec.Raw = _ABSENT
+    inlineData: _Blob | None = None
+    inline_data: _Blob | None = None
+    fileData: _Blob | None = None
+    file_data: _Blob | None = None
+    functionCall: msgspec.Raw = _ABSENT
+    function_call: msgspec.Raw = _ABSENT
+    functionResponse: msgspec.Raw = _ABSENT
+    function_response: msgspec.Raw = _ABSENT
+
+
+class _Content(msgspec.Struct):
+    parts: list[_Part] | None = None
+
+
+class _Config(msgspec.Struct):
+    maxOutputTokens: Any = None
+    max_output_tokens: Any = None
+
+
+class _Request(msgspec.Struct):
+    contents: list[_Content] | None = None
+    systemInstruction: _Content | None = None
+    system_instruction: _Content | None = None
+    tools: msgspec.Raw = _ABSENT
+    generationConfig: _Config | None = None
+    generation_config: _Config | None = None
+
+
+class _Line(msgspec.Struct):
+    request: _Request | None = None
+
+
+_DECODER: Final = msgspec.json.Decoder(_Line)
+
+
+class Estimator:
+    """Counts a request file's expected tokens line by line (kept across checkpoints).
+
+    ``input_tokens``: estimated prompt tokens; ``output_bound``: the most output (and thinking)
+    tokens the requests can produce; ``requests``: lines counted.
+    """
+
+    __slots__ = ("bytes_per_token", "input_tokens", "max_output", "output_bound", "part_tokens", "requests")
+
+    def __init__(self, settings: EstimatorSettings, max_output_tokens: int, state: list[int] | None = None) -> None:
+        self.bytes_per_token = settings.bytes_per_token
+        self.part_tokens = settings.part_tokens
+        self.max_output = max_output_tokens
+        self.requests, self.input_tokens, self.output_bound = state or (0, 0, 0)
+
+    def state(self) -> list[int]:
+        """``[requests, input_tokens, output_bound]``: what :meth:`__init__` goes on from."""
+        return [self.requests, self.input_tokens, self.output_bound]
+
+    def add(self, line: bytes) -> tuple[int, int]:
+        """Count one valid request line; returns its ``(input tokens, output bound)``."""
+        try:
+            request = _DECODER.decode(line).request
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            request = None  # a shape the estimator does not read: its bytes count as text
+        text_bytes = fixed = 0
+        bound = self.max_output
+        if request is None:
+            text_bytes = len(line)
+        else:
+            contents = list(request.contents or ())
+            system = request.systemInstruction or request.system_instruction
+            if system is not None:
+                contents.append(system)
+            for content in contents:
+                for part in content.parts or ():
+                    text = part.text
+                    if _present(text):
+                        text_bytes += len(text) - 2  # its quotes
+                        continue
+                    blob = part.inlineData or part.inline_data or part.fileData or part.file_data
+                    if blob is not None:
+                        fixed += self.media_tokens(blob.mimeType or blob.mime_type)
+                        continue
+                    for raw in (part.functionCall, part.function_call, part.functionResponse, part.function_response):
+                        if _present(raw):
+                            text_bytes += len(raw)
+            if _present(request.tools):
+                text_bytes += len(request.tools)
+            config = request.generationConfig or request.generation_config
+            if config is not None:
+                limit = config.maxOutputTokens if config.maxOutputTokens is not None else config.max_output_tokens
+                if type(limit) is int and 0 < limit < bound:
+                    bound = limit
+        tokens = math.ceil(max(text_bytes, 0) / self.bytes_per_token) + fixed
+        self.requests += 1
+        self.input_tokens += tokens
+        self.output_bound += bound
+        return tokens, bound
+
+    def media_tokens(self, mime: object) -> int:
+        """The fixed count of a non-text part: its MIME type, else its kind (``image/*``), else ``*/*``."""
+        table = self.part_tokens
+        if isinstance(mime, str):
+            mime = mime.lower()
+            found = table.get(mime)
+            if found is None:
+                found = table.get(mime.split("/", 1)[0] + "/*")
+            if found is not None:
+                return found
+        return table.get("*/*", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Expected and worst-case cost of some requests of one model."""
+
+    requests: int
+    input_tokens: int
+    output_bound: int  # maxOutputTokens (else the model's maximum) summed
+    expected_output: int
+    expected_usd: float | None  # None: the model has no price
+    worst_usd: float | None
+    output_basis: str  # "history" (average of the model's rows) or "default"
+    price_version: str = ""
+    input_usd: float = 0.0  # the input's share of both costs
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (the run record, reports, the CLI's ``--json``)."""
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens_bound": self.output_bound,
+            "output_tokens_expected": self.expected_output,
+            "output_basis": self.output_basis,
+            "expected_usd": None if self.expected_usd is None else round(self.expected_usd, 6),
+            "worst_case_usd": None if self.worst_usd is None else round(self.worst_usd, 6),
+            "input_usd": round(self.input_usd, 9),
+            "price_version": self.price_version,
+        }
+
+
+def estimate(state: list[int], price: ModelPrice | None, average_output: float | None, default_output: int) -> Estimate:
+    """The estimate of requests counted by an :class:`Estimator` (``state``).
+
+    Expected output per request: ``average_output`` (that model's rows so far) when known,
+    else ``default_output``; never more than the requests' bound. Costs are at the batch rate,
+    the tier taken from the average prompt (a file is rarely half long-context).
+    """
+    requests, input_tokens, bound = state
+    per_request = average_output if average_output is not None else float(default_output)
+    expected_output = min(bound, math.ceil(per_request * requests))
+    basis = "history" if average_output is not None else "default"
+    if price is None:
+        return Estimate(requests, input_tokens, bound, expected_output, None, None, basis)
+    average_prompt = input_tokens // requests if requests else 0
+    tier = price.tier(average_prompt)
+    paid = (1.0 - price.batch_discount) / PER_TOKENS
+    input_usd, output_rate = input_tokens * tier.input * paid, tier.output * paid
+    return Estimate(
+        requests,
+        input_tokens,
+        bound,
+        expected_output,
+        input_usd + expected_output * output_rate,
+        input_usd + bound * output_rate,
+        basis,
+        price.version,
+        input_usd,
+    )
