@@ -354,8 +354,10 @@ def core_validate(path: Path) -> tuple[float, int]:
 
 def core_normalize(paths: list[Path], run_id: str, out: Path) -> tuple[float, int]:
     """What ``gemini-batch normalize FILES -o OUT --run-id RUN`` runs: (best seconds, rows)."""
+    from shared.core.cost import default_prices
     from shared.core.normalize import Normalizer, RowContext
 
+    price = default_prices().price("gemini-2.5-flash")  # rows are priced, as in the pipeline
     stamp_text = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     best, rows = float("inf"), 0
     for _ in range(REPEATS):
@@ -363,8 +365,9 @@ def core_normalize(paths: list[Path], run_id: str, out: Path) -> tuple[float, in
         started = time.perf_counter()
         with out.open("wb") as sink:
             for path in paths:
+                context = RowContext(run_id, None, str(path), 1, stamp_text, price)
                 with path.open("rb") as stream:
-                    rows += Normalizer(RowContext(run_id, None, str(path), 1, stamp_text)).write_ndjson(stream, sink)
+                    rows += Normalizer(context).write_ndjson(stream, sink)
         best = min(best, time.perf_counter() - started)
     out.unlink(missing_ok=True)
     return best, rows

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 # Imported before the clock starts: import time is not per-line work.
+from shared.core.cost import default_prices
 from shared.core.normalize import Normalizer, RowContext
 from shared.core.validate import validate
 
@@ -37,8 +38,9 @@ def floor(src: Path, dst: Path) -> None:
 
 
 def normalizer(src: Path, dst: Path) -> None:
+    price = default_prices().price("gemini-2.5-flash")  # every row is priced, as in the pipeline
     context = RowContext(
-        "run-1", "projects/p/locations/us-central1/batchPredictionJobs/1", str(src), 1, "2026-11-25T00:00:00Z"
+        "run-1", "projects/p/locations/us-central1/batchPredictionJobs/1", str(src), 1, "2026-11-25T00:00:00Z", price
     )
     with src.open("rb") as f, dst.open("wb") as out:
         Normalizer(context).write_ndjson(f, out)

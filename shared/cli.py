@@ -119,16 +119,17 @@ def estimate_command(
     """
     table = _prices(prices)
     price = table.price(model)
-    estimator = Estimator(table.estimator, price.max_output_tokens if price else 65_536)
+    estimator = Estimator.for_price(table.estimator, price)
     summary = ValidationSummary()
     with file.open("rb") as stream:
         for line in scan(_progress_stream(stream, os.path.getsize(file), file.name), ValidationOptions(), summary):
             if line.issue is None:
                 estimator.add(line.keyed().data)
-    made = estimate(estimator.state(), price, output_tokens, table.estimator.default_output_tokens)
+    if output_tokens is None:
+        made = estimate(estimator.state(), price, table.estimator.default_output_tokens)
+    else:
+        made = estimate(estimator.state(), price, output_tokens, "given")
     data = {**made.as_dict(), "model": model, "file": str(file), "invalid_lines": summary.invalid}
-    if output_tokens is not None:
-        data["output_basis"] = "given"
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:

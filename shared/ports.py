@@ -109,10 +109,10 @@ class Warehouse(Protocol):
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """Counts per outcome, attempts and tokens of one run (from latest_predictions)."""
 
-    def average_output(self, model: str, days: int, min_rows: int) -> float | None:
-        """Output tokens (candidates + thinking) per answered row of ``model`` over the last ``days`` days.
+    def output_history(self, prefix: str, days: int) -> dict[str, tuple[float, int]]:
+        """Per ``model_version`` starting with ``prefix``: output tokens and answered rows lately.
 
-        ``model`` is a family (its versions count too); None with fewer than ``min_rows`` such rows.
+        Output is candidates + thinking tokens of SUCCEEDED or TRUNCATED rows of the last ``days`` days.
         """
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:

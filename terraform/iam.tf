@@ -50,13 +50,14 @@ resource "google_storage_bucket_iam_member" "work" {
 #   that creates job attempts (submitters, collect_results' retries, poll_batches' redrives)
 #   announces an attempt Vertex refused, so that its rows are recorded.
 # - batch-results: whoever completes a run announces it (collect_results, or a submitter whose
-#   jobs were all collected before it finished submitting).
+#   jobs were all collected before it finished submitting); the submitters announce a run the
+#   budget guard holds (or a reject message declines), poll_batches one whose approval expired.
 # - batch-requests: poll_batches asks submit_request to resume a run whose submitter died, and a
 #   submitter hands the rest of a file larger than one invocation on to a fresh one.
 locals {
   publishers = {
     "batch-finished" = ["poll_batches", "submit_batch", "submit_request", "collect_results"]
-    "batch-results"  = ["collect_results", "submit_batch", "submit_request"]
+    "batch-results"  = ["collect_results", "poll_batches", "submit_batch", "submit_request"]
     "batch-requests" = ["poll_batches", "submit_batch", "submit_request"]
   }
   publisher_grants = merge([

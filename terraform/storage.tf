@@ -79,4 +79,7 @@ resource "google_storage_bucket_object" "prices" {
   name         = "config/prices-${filemd5(var.prices_file)}.json"
   source       = var.prices_file
   content_type = "application/json"
+  lifecycle {
+    create_before_destroy = true # the functions move to the new name before the old object goes
+  }
 }

@@ -130,8 +130,14 @@ variable "prices_file" {
   default     = null
   nullable    = true
   validation {
-    condition     = var.prices_file == null || try(can(jsondecode(file(var.prices_file)).models) && can(jsondecode(file(var.prices_file)).version), false)
-    error_message = "prices_file must be a readable JSON price table with \"version\" and \"models\" (see shared/core/schemas/prices.json)."
+    condition = var.prices_file == null || try(
+      jsondecode(file(var.prices_file)).version != "" && length(jsondecode(file(var.prices_file)).models) > 0 && alltrue([
+        for name, m in jsondecode(file(var.prices_file)).models :
+        m.input >= 0 && m.output >= 0 && m.cached_input >= 0 && m.max_output_tokens >= 1
+      ]),
+      false
+    )
+    error_message = "prices_file must be a readable JSON price table: a \"version\", and \"models\" each with input, output, cached_input (USD per 1M tokens) and max_output_tokens (see shared/core/schemas/prices.json)."
   }
 }
 

@@ -141,18 +141,19 @@ class BigQueryWarehouse:
             "table": self.table("latest_predictions"),
         }
 
-    def average_output(self, model: str, days: int, min_rows: int) -> float | None:
-        """Output tokens per answered row of a model family lately (its versions: ``gemini-2.0-flash-001``)."""
+    def output_history(self, prefix: str, days: int) -> dict[str, tuple[float, int]]:
+        """Output tokens and answered rows per model version lately (the caller picks its family's versions)."""
         query = f"""
-            SELECT AVG(COALESCE(candidates_tokens, 0) + COALESCE(thoughts_tokens, 0)) AS average, COUNT(*) AS n
+            SELECT model_version, SUM(COALESCE(candidates_tokens, 0) + COALESCE(thoughts_tokens, 0)) AS output,
+                   COUNT(*) AS n
             FROM `{self.table("predictions")}`
             WHERE loaded_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL @days DAY)
-              AND outcome IN ('SUCCEEDED', 'TRUNCATED')
-              AND (model_version = @model OR STARTS_WITH(model_version, CONCAT(@model, '-')))
+              AND outcome IN ('SUCCEEDED', 'TRUNCATED') AND STARTS_WITH(model_version, @prefix)
+            GROUP BY model_version
         """  # the partition filter keeps the scan to the days asked for
         config = bigquery.QueryJobConfig(
             query_parameters=[
-                bigquery.ScalarQueryParameter("model", "STRING", model),
+                bigquery.ScalarQueryParameter("prefix", "STRING", prefix),
                 bigquery.ScalarQueryParameter("days", "INT64", days),
             ]
         )
@@ -160,9 +161,7 @@ class BigQueryWarehouse:
             "reading the output history",
             lambda: list(self.client.query(query, job_config=config, location=self.location).result()),
         )
-        if not rows or int(rows[0]["n"] or 0) < min_rows or rows[0]["average"] is None:
-            return None
-        return float(rows[0]["average"])
+        return {str(r["model_version"]): (float(r["output"] or 0), int(r["n"] or 0)) for r in rows}
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """Rows of a ``bq://project.dataset.table`` with a ``request`` column, as JSONL lines.

@@ -32,6 +32,7 @@ import msgspec
 from shared.core.errors import PermanentError
 
 PER_TOKENS: Final = 1_000_000  # prices are per 1M tokens
+DEFAULT_MAX_OUTPUT_TOKENS: Final = 65_536  # the output bound of a model the price table does not name
 PRICES_FILE: Final = "prices.json"
 
 
@@ -61,7 +62,7 @@ class ModelPrice:
     version: str = ""
     # USD per token at the batch rate (input, audio input, output, cached input) of each tier:
     # a row's cost is a few multiplications (the normalizer prices every output line).
-    _rates: tuple[tuple[float, float, float, float], ...] = field(init=False, repr=False, compare=False)
+    rates: tuple[tuple[float, float, float, float], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         paid = (1.0 - self.batch_discount) / PER_TOKENS
@@ -71,7 +72,7 @@ class ModelPrice:
             return (tier.input * paid, audio * paid, tier.output * paid, tier.cached_input / PER_TOKENS)
 
         tiers = (self.base,) if self.long is None else (self.base, self.long)
-        object.__setattr__(self, "_rates", tuple(rates(t) for t in tiers))
+        object.__setattr__(self, "rates", tuple(rates(t) for t in tiers))
 
     def tier(self, prompt_tokens: int) -> Tier:
         """The tier a prompt of ``prompt_tokens`` falls in."""
@@ -89,7 +90,7 @@ class ModelPrice:
         audio: int = 0,
     ) -> float:
         """USD at the batch rate for one response's usage (thinking billed as output)."""
-        rates = self._rates
+        rates = self.rates
         if len(rates) > 1 and self.long_above is not None and prompt > self.long_above:
             text, voice, out, cache = rates[1]
         else:
@@ -98,7 +99,7 @@ class ModelPrice:
         if audio:
             audio = min(audio, prompt - cached)
         usd = (prompt - cached - audio + tool_use) * text + audio * voice + (output + thoughts) * out + cached * cache
-        return round(usd, 12)  # to the picodollar: the same figure however the products were rounded
+        return round(usd, 12)  # to the picodollar: 0.00003, not 0.000029999999999999997 (~0.2 µs a row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,32 +257,59 @@ class _Line(msgspec.Struct):
 _DECODER: Final = msgspec.json.Decoder(_Line)
 
 
+STATE_SIZE: Final = 7  # see Estimator.state
+
+
 class Estimator:
     """Counts a request file's expected tokens line by line (kept across checkpoints).
 
-    ``input_tokens``: estimated prompt tokens; ``output_bound``: the most output (and thinking)
-    tokens the requests can produce; ``requests``: lines counted.
+    Its state (:meth:`state`) is ``[requests, input_tokens, output_bound, long_requests,
+    long_input_tokens, long_output_bound, audio_tokens]``: all requests, then those whose prompt
+    is past the model's long-context threshold (billed at the long tier), then the input tokens of
+    audio parts (billed at the audio price where the model has one). ``output_bound`` is the most
+    output (and thinking) tokens the requests can produce.
     """
 
-    __slots__ = ("bytes_per_token", "input_tokens", "max_output", "output_bound", "part_tokens", "requests")
+    __slots__ = ("bytes_per_token", "counts", "long_above", "max_output", "part_tokens")
 
-    def __init__(self, settings: EstimatorSettings, max_output_tokens: int, state: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: EstimatorSettings,
+        max_output_tokens: int,
+        state: list[int] | None = None,
+        long_above: int | None = None,
+    ) -> None:
         self.bytes_per_token = settings.bytes_per_token
         self.part_tokens = settings.part_tokens
         self.max_output = max_output_tokens
-        self.requests, self.input_tokens, self.output_bound = state or (0, 0, 0)
+        self.long_above = long_above
+        self.counts: list[int] = [*(state or ()), *[0] * STATE_SIZE][:STATE_SIZE]  # a shorter (older) state: zeros
+
+    @classmethod
+    def for_price(
+        cls, settings: EstimatorSettings, price: ModelPrice | None, state: list[int] | None = None
+    ) -> Estimator:
+        """An estimator for a model (its maximum output, its long-context threshold); a default without a price."""
+        if price is None:
+            return cls(settings, DEFAULT_MAX_OUTPUT_TOKENS, state)
+        return cls(settings, price.max_output_tokens, state, price.long_above if price.long is not None else None)
+
+    @property
+    def input_tokens(self) -> int:
+        """Estimated prompt tokens so far."""
+        return self.counts[1]
 
     def state(self) -> list[int]:
-        """``[requests, input_tokens, output_bound]``: what :meth:`__init__` goes on from."""
-        return [self.requests, self.input_tokens, self.output_bound]
+        """What :meth:`__init__` goes on from."""
+        return list(self.counts)
 
-    def add(self, line: bytes) -> tuple[int, int]:
-        """Count one valid request line; returns its ``(input tokens, output bound)``."""
+    def add(self, line: bytes) -> tuple[int, ...]:
+        """Count one valid request line; returns its own counts (the shape of :meth:`state`)."""
         try:
             request = _DECODER.decode(line).request
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             request = None  # a shape the estimator does not read: its bytes count as text
-        text_bytes = fixed = 0
+        text_bytes = fixed = audio = 0
         bound = self.max_output
         if request is None:
             text_bytes = len(line)
@@ -298,7 +326,11 @@ class Estimator:
                         continue
                     blob = part.inlineData or part.inline_data or part.fileData or part.file_data
                     if blob is not None:
-                        fixed += self.media_tokens(blob.mimeType or blob.mime_type)
+                        mime = blob.mimeType or blob.mime_type
+                        tokens = self.media_tokens(mime)
+                        fixed += tokens
+                        if isinstance(mime, str) and mime.lower().startswith("audio/"):
+                            audio += tokens
                         continue
                     for raw in (part.functionCall, part.function_call, part.functionResponse, part.function_response):
                         if _present(raw):
@@ -311,10 +343,12 @@ class Estimator:
                 if type(limit) is int and 0 < limit < bound:
                     bound = limit
         tokens = math.ceil(max(text_bytes, 0) / self.bytes_per_token) + fixed
-        self.requests += 1
-        self.input_tokens += tokens
-        self.output_bound += bound
-        return tokens, bound
+        long = self.long_above is not None and tokens > self.long_above
+        mine = (1, tokens, bound, 1, tokens, bound, 0) if long else (1, tokens, bound, 0, 0, 0, audio)
+        counts = self.counts
+        for i, value in enumerate(mine):
+            counts[i] += value
+        return mine
 
     def media_tokens(self, mime: object) -> int:
         """The fixed count of a non-text part: its MIME type, else its kind (``image/*``), else ``*/*``."""
@@ -336,12 +370,12 @@ class Estimate:
     requests: int
     input_tokens: int
     output_bound: int  # maxOutputTokens (else the model's maximum) summed
-    expected_output: int
+    expected_output: float
     expected_usd: float | None  # None: the model has no price
     worst_usd: float | None
-    output_basis: str  # "history" (average of the model's rows) or "default"
+    output_basis: str  # "history" (average of the model's rows), "given", or "default"
+    output_per_request: float
     price_version: str = ""
-    input_usd: float = 0.0  # the input's share of both costs
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view (the run record, reports, the CLI's ``--json``)."""
@@ -349,40 +383,47 @@ class Estimate:
             "requests": self.requests,
             "input_tokens": self.input_tokens,
             "output_tokens_bound": self.output_bound,
-            "output_tokens_expected": self.expected_output,
+            "output_tokens_expected": round(self.expected_output),
             "output_basis": self.output_basis,
-            "expected_usd": None if self.expected_usd is None else round(self.expected_usd, 6),
-            "worst_case_usd": None if self.worst_usd is None else round(self.worst_usd, 6),
-            "input_usd": round(self.input_usd, 9),
+            "output_per_request": round(self.output_per_request, 3),
+            "expected_usd": None if self.expected_usd is None else round(self.expected_usd, 9),
+            "worst_case_usd": None if self.worst_usd is None else round(self.worst_usd, 9),
             "price_version": self.price_version,
         }
 
 
-def estimate(state: list[int], price: ModelPrice | None, average_output: float | None, default_output: int) -> Estimate:
-    """The estimate of requests counted by an :class:`Estimator` (``state``).
+def estimate(
+    state: list[int] | list[float], price: ModelPrice | None, output_per_request: float, basis: str = "default"
+) -> Estimate:
+    """The estimate of requests counted by an :class:`Estimator` (``state``; a share of it for a retry).
 
-    Expected output per request: ``average_output`` (that model's rows so far) when known,
-    else ``default_output``; never more than the requests' bound. Costs are at the batch rate,
-    the tier taken from the average prompt (a file is rarely half long-context).
+    Expected output: ``output_per_request`` a request, never more than the requests' bound; the
+    requests past the long-context threshold at the long tier. Linear in the counts: the
+    estimates of a run's chunks add up to the run's.
     """
-    requests, input_tokens, bound = state
-    per_request = average_output if average_output is not None else float(default_output)
-    expected_output = min(bound, math.ceil(per_request * requests))
-    basis = "history" if average_output is not None else "default"
+    requests, input_tokens, bound, long_requests, long_input, long_bound, audio = [
+        *state,
+        *[0] * STATE_SIZE,
+    ][:STATE_SIZE]
+    expected_long = min(long_bound, output_per_request * long_requests)
+    expected_base = min(bound - long_bound, output_per_request * (requests - long_requests))
+    made = {
+        "requests": round(requests),
+        "input_tokens": round(input_tokens),
+        "output_bound": round(bound),
+        "expected_output": expected_base + expected_long,
+        "output_basis": basis,
+        "output_per_request": output_per_request,
+    }
     if price is None:
-        return Estimate(requests, input_tokens, bound, expected_output, None, None, basis)
-    average_prompt = input_tokens // requests if requests else 0
-    tier = price.tier(average_prompt)
-    paid = (1.0 - price.batch_discount) / PER_TOKENS
-    input_usd, output_rate = input_tokens * tier.input * paid, tier.output * paid
+        return Estimate(**made, expected_usd=None, worst_usd=None)
+    base = price.rates[0]
+    long = price.rates[-1]
+    text_in, audio_in, out = base[0], base[1], base[2]
+    input_usd = (input_tokens - long_input - audio) * text_in + audio * audio_in + long_input * long[0]
     return Estimate(
-        requests,
-        input_tokens,
-        bound,
-        expected_output,
-        input_usd + expected_output * output_rate,
-        input_usd + bound * output_rate,
-        basis,
-        price.version,
-        input_usd,
+        **made,
+        expected_usd=input_usd + expected_base * out + expected_long * long[2],
+        worst_usd=input_usd + (bound - long_bound) * out + long_bound * long[2],
+        price_version=price.version,
     )

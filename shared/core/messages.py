@@ -58,10 +58,11 @@ class RequestMessage:
 
 def parse_request_message(payload: dict[str, Any]) -> RequestMessage:
     """Check a ``batch-requests`` payload; PermanentError lists every problem at once."""
-    for verb in ("resume", "approve", "reject"):
+    verbs = [verb for verb in ("resume", "approve", "reject") if payload.get(verb) is not None]
+    if len(verbs) > 1:
+        raise PermanentError(f"a message says one of resume, approve or reject, not {' and '.join(verbs)}")
+    for verb in verbs:
         run_id = payload.get(verb)
-        if run_id is None:
-            continue
         if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
             raise PermanentError(f"bad {verb} message: {run_id!r} is not a run id")
         reason = payload.get("reason") or ""

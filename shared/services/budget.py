@@ -28,36 +28,83 @@ import orjson
 
 from shared.config import Settings
 from shared.core.cost import ModelPrice, PriceTable, default_prices, estimate, parse_prices
-from shared.core.errors import PermanentError, TransientError
+from shared.core.errors import PermanentError, PipelineError, TransientError
 from shared.core.records import RUN_AWAITING_APPROVAL, JobRecord, Run
 from shared.ports import Ports
-from shared.services.ledger import Claim, Ledger, stamp
+from shared.services.ledger import Claim, Ledger, lease_left, stamp
 
 log = logging.getLogger("gbp.budget")
 MICRO: Final = 1_000_000
 HISTORY_DAYS: Final = 30  # the expected output per request: the model's rows of the last 30 days
 HISTORY_MIN_ROWS: Final = 20  # fewer rows than this: the default is used
+HISTORY_TTL_SECONDS: Final = 3600  # the history is read again at most this often
+
+
+class BadPriceTable(TransientError):
+    """``PRICES_URI`` names no file, or a malformed one: retried until the user fixes it."""
 
 
 def price_table(settings: Settings, ports: Ports) -> PriceTable:
-    """The table in use: ``PRICES_URI`` when set (TransientError until it can be read and is valid), else shipped."""
+    """The table in use: ``PRICES_URI`` when set (BadPriceTable until it can be read and is valid), else shipped."""
     if not settings.prices_uri:
         return default_prices()
     found = ports.store.read(settings.prices_uri)
     if found is None:
-        raise TransientError(f"PRICES_URI {settings.prices_uri} does not exist; retried until it does")
+        raise BadPriceTable(f"PRICES_URI {settings.prices_uri} does not exist; retried until it does")
     try:
         return parse_prices(found[0])
-    except PermanentError as exc:  # the user fixes the file; nothing is lost meanwhile
-        raise TransientError(f"PRICES_URI {settings.prices_uri}: {exc}; retried until it is fixed") from exc
+    except PermanentError as exc:  # the user fixes the file; nothing is paid for meanwhile
+        raise BadPriceTable(f"PRICES_URI {settings.prices_uri}: {exc}; retried until it is fixed") from exc
 
 
 def price_of(settings: Settings, ports: Ports, model: str, run_id: str) -> ModelPrice | None:
-    """The price of ``model``, or None (logged: its rows get no cost)."""
-    price = price_table(settings, ports).price(model)
+    """The price of ``model`` for a collection, or None (logged: its rows get no cost).
+
+    A bad PRICES_URI does not hold finished work back: the rows are loaded without cost (and
+    the error logged), never priced by a guess.
+    """
+    try:
+        price = price_table(settings, ports).price(model)
+    except BadPriceTable:
+        log.error("price table unusable: rows loaded without cost", extra={"run_id": run_id}, exc_info=True)
+        return None
     if price is None:
         log.warning("model has no price: rows get no cost", extra={"run_id": run_id, "model": model})
     return price
+
+
+def output_per_request(
+    settings: Settings, ports: Ports, price: ModelPrice, table: PriceTable, now: datetime
+) -> tuple[float, str]:
+    """Expected output tokens a request of ``price``'s model, and its basis ("history" or "default").
+
+    The average output (candidates + thinking) of the family's answered rows of the last
+    HISTORY_DAYS days (its versions count, a longer family's do not: ``-lite`` is not ``flash``),
+    read at most once an hour (cached in the ledger: one query an hour a model, not one a run).
+    BigQuery unreadable: the default, said so in the log.
+    """
+    ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
+    uri = f"{ledger.root}/history/{price.model}.json"
+    found = ports.store.read(uri)
+    cached = orjson.loads(found[0]) if found is not None else {}
+    if cached and lease_left(cached.get("at", ""), now, HISTORY_TTL_SECONDS) > 0:
+        average = cached.get("average")
+    else:
+        try:
+            versions = ports.warehouse.output_history(price.model, HISTORY_DAYS)
+        except PipelineError:  # no history to read (a new dataset, a permission, an outage)
+            log.warning("output history unreadable: the default used", extra={"model": price.model}, exc_info=True)
+            return float(table.estimator.default_output_tokens), "default"
+        mine = [(total, rows) for version, (total, rows) in versions.items() if table.price(version) is price]
+        rows = sum(n for _, n in mine)
+        average = sum(t for t, _ in mine) / rows if rows >= HISTORY_MIN_ROWS else None
+        try:  # best effort: cold starts at the same moment write the same figure (GCS: ~1 write/s an object)
+            ports.store.write(uri, orjson.dumps({"at": stamp(now), "average": average, "rows": rows}))
+        except PipelineError:
+            log.info("output history not cached", extra={"model": price.model})
+    if average is None:
+        return float(table.estimator.default_output_tokens), "default"
+    return float(average), "history"
 
 
 def run_estimate(claim: Claim[Run], settings: Settings, ports: Ports) -> dict[str, Any]:
@@ -71,50 +118,40 @@ def run_estimate(claim: Claim[Run], settings: Settings, ports: Ports) -> dict[st
         log.warning(
             "model has no price: the run has no cost estimate", extra={"run_id": run.run_id, "model": run.model}
         )
-    average = None
-    if price is not None:
-        try:
-            average = ports.warehouse.average_output(price.model, HISTORY_DAYS, HISTORY_MIN_ROWS)
-        except PermanentError:  # no history to read (a new dataset, a permission): the default
-            log.warning("output history unreadable: default used", extra={"run_id": run.run_id}, exc_info=True)
-    state = run.staged.get("estimator") or [run.requests, 0, 0]
-    made = estimate(state, price, average, table.estimator.default_output_tokens)
-    run.estimate = {**made.as_dict(), "model": run.model, "average_output": average}
+        per_request, basis = float(table.estimator.default_output_tokens), "default"
+    else:
+        per_request, basis = output_per_request(settings, ports, price, table, claim.inv.now())
+    state = run.staged.get("estimator") or [run.requests]
+    run.estimate = {**estimate(state, price, per_request, basis).as_dict(), "model": run.model}
     claim.save()
     log.info("run estimated", extra={"run_id": run.run_id, **run.estimate})
     return run.estimate
 
 
-def chunk_estimate(run: Run, state: list[int], share: float = 1.0) -> dict[str, Any]:
-    """The estimate of some of a run's requests (a chunk's counts, ``share`` of them for a retry).
+def chunk_estimate(run: Run, price: ModelPrice | None, state: list[int], share: float = 1.0) -> dict[str, Any]:
+    """The estimate of some of a run's requests: a chunk's counts (``share`` of them for a retry).
 
-    Made from the run's own estimate (its price, its expected output per request), so that the
-    chunks' estimates add up to the run's.
+    At the run's own expected output per request: the chunks' estimates add up to the run's.
     """
-    whole = run.estimate
-    requests, input_tokens, bound = (round(v * share) for v in state)
-    if not whole or not whole.get("requests"):
+    if not run.estimate:
         return {}
-    per_output = whole["output_tokens_expected"] / whole["requests"]
-    part = {
-        "requests": requests,
-        "input_tokens": input_tokens,
-        "output_tokens_bound": bound,
-        "output_tokens_expected": min(bound, round(per_output * requests)),
-    }
-    for name in ("expected_usd", "worst_case_usd"):
-        total = whole.get(name)
-        if total is None:
-            part[name] = None
-            continue
-        # The run's cost is linear in its tokens: a part's share of input and of output.
-        weight_in = input_tokens / whole["input_tokens"] if whole["input_tokens"] else 0.0
-        out_key = "output_tokens_expected" if name == "expected_usd" else "output_tokens_bound"
-        weight_out = part[out_key] / whole[out_key] if whole[out_key] else 0.0
-        input_usd = whole.get("input_usd", 0.0)
-        part[name] = round(input_usd * weight_in + (total - input_usd) * weight_out, 9)
-    part["price_version"] = whole.get("price_version", "")
-    return part
+    per_request = float(run.estimate.get("output_per_request", 0.0))
+    made = estimate([v * share for v in state], price, per_request, run.estimate.get("output_basis", "default"))
+    return made.as_dict()
+
+
+def job_estimate(run: Run, price: ModelPrice | None, chunk: int) -> dict[str, Any]:
+    """A first attempt's estimate (its chunk's counts)."""
+    states = run.staged.get("estimates") or []
+    return chunk_estimate(run, price, states[chunk]) if chunk < len(states) else {}
+
+
+def retry_estimate(run: Run, price: ModelPrice | None, parent: JobRecord, rows: int) -> dict[str, Any]:
+    """A retry attempt's estimate: the parent chunk's, in proportion to the rows sent again."""
+    states = run.staged.get("estimates") or []
+    if parent.chunk >= len(states) or not states[parent.chunk] or not states[parent.chunk][0]:
+        return {}
+    return chunk_estimate(run, price, states[parent.chunk], rows / states[parent.chunk][0])
 
 
 # --- the day's spend --------------------------------------------------------------------------
@@ -164,12 +201,9 @@ def settle_spend(ledger: Ledger, run: Run, records: list[JobRecord]) -> None:
     if not run.budget_day:
         return
     by_day: dict[str, float] = defaultdict(float)
-    for record in records:
-        usd = record.cost.get("usd")
-        if usd is None:
-            continue
+    for record in records:  # every day the run counted in (0 when nothing was billed: it replaces the expected)
         day = run.budget_day if record.attempt == 1 or not record.queued_at else record.queued_at[:10]
-        by_day[day] += usd
+        by_day[day] += record.cost.get("usd") or 0.0
     for day, usd in by_day.items():
         ledger.store.write(f"{_spend_prefix(ledger, day)}{run.run_id}.a~{round(usd * MICRO)}", b"")
 
@@ -185,6 +219,8 @@ def over_limits(run: Run, settings: Settings, ledger: Ledger, day: str) -> list[
     """Why the run may not be submitted without approval (empty: it may); its own spend is counted already."""
     if not run.options.get("budget_guard") or run.decision.get("verdict") == "approved":
         return []
+    if settings.max_run_cost_usd is None and settings.max_daily_cost_usd is None:
+        return []  # the limits were taken away since the run was created
     expected = run.estimate.get("expected_usd")
     if expected is None:
         return [f"the model {run.model} has no price: its cost cannot be estimated"]
@@ -252,25 +288,11 @@ def hold(claim: Claim[Run], settings: Settings, ports: Ports, reasons: list[str]
         "reject": {"topic": settings.batch_requests_topic, "message": {"reject": run.run_id}},
     }
     run.report_uri = f"gs://{settings.work_bucket}/approvals/{run.run_id}.json"
-    run.error = "; ".join(reasons)
     ports.store.write(run.report_uri, orjson.dumps(report, option=orjson.OPT_INDENT_2))
     claim.confirm("announcing the held run", 30.0)
     # Announced before the move: a holder that dies in between is redelivered and announces again
     # (at least once, consumers key on run_id); never a held run nobody heard of.
     ports.bus.publish(settings.batch_results_topic, {**report, "report": run.report_uri}, run_id=run.run_id)
+    run.error = "; ".join(reasons)  # only with the move: a hold that fails half-way leaves no reasons behind
     claim.move("hold")
     log.warning("run held for approval", extra={"run_id": run.run_id, "reasons": reasons, "report": run.report_uri})
-
-
-def job_estimates(run: Run, chunk: int) -> dict[str, Any]:
-    """A first attempt's estimate (its chunk's counts)."""
-    states = run.staged.get("estimates") or []
-    return chunk_estimate(run, states[chunk]) if chunk < len(states) else {}
-
-
-def retry_estimate(run: Run, parent: JobRecord, rows: int) -> dict[str, Any]:
-    """A retry attempt's estimate: the parent chunk's, in proportion to the rows sent again."""
-    states = run.staged.get("estimates") or []
-    if parent.chunk >= len(states) or not states[parent.chunk][0]:
-        return {}
-    return chunk_estimate(run, states[parent.chunk], rows / states[parent.chunk][0])

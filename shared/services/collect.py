@@ -45,7 +45,7 @@ from shared.core.records import (
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import finished_message, observe, queue_attempt
-from shared.services.budget import count_retry, job_estimates, price_of, retry_estimate
+from shared.services.budget import count_retry, job_estimate, price_of, retry_estimate
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.loads import load_once
 from shared.services.runs import complete_run
@@ -162,7 +162,7 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
     run = found[0]
     price = price_of(settings, ports, run.model, record.run_id)
     if record.attempt == 1 and not record.estimate:
-        record.estimate = job_estimates(run, record.chunk)
+        record.estimate = job_estimate(run, price, record.chunk)
     retryable: dict[str, bool] = {}  # request key -> worth sending again
     final_attempt = record.attempt >= settings.max_attempts
     reason = missing_reason(record.vertex_state, record.error, record.stuck)
@@ -198,7 +198,8 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
                     retry += 1
     record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry}
     if retry:
-        record.staged["retry_estimate"] = retry_estimate(run, record, retry)
+        # Counted against the day it is queued, when the run's own spend is counted (not a run of an earlier release).
+        record.staged["retry_estimate"] = retry_estimate(run, price, record, retry) if run.budget_day else {}
     record.cost = {}
     if price is not None:  # MISSING rows cost 0
         usd = {outcome: costs.get(outcome, 0.0) for outcome in record.counts}

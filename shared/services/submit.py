@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.cost import Estimator
+from shared.core.cost import STATE_SIZE, Estimator
 from shared.core.errors import PermanentError, RefusedError, TransientError
 from shared.core.ids import job_key
 from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
@@ -54,7 +54,6 @@ STAGING_SETTINGS: Final = (
     "skip_invalid_lines",
     "submit_bytes_per_invocation",
 )
-DEFAULT_MAX_OUTPUT_TOKENS: Final = 65_536  # the output bound of a model the price table does not name
 # Seconds kept back when staging: closing a chunk, writing its keys, creating its job, handing on.
 SEGMENT_RESERVE: Final = CREATE_NEEDS + 60.0
 
@@ -132,6 +131,10 @@ def decide(run_id: str, verdict: str, why: str, settings: Settings, ports: Ports
         raise PermanentError(f"{verdict}: unknown run {run_id}")
     run, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_AWAITING_APPROVAL}))
     if claim is None:
+        if run.status == RUN_SUBMITTING and not run.budget_day and not run.decision:
+            # Not decided by the guard yet (the hold is announced right before it is saved, and a big
+            # file is still being staged): the decision is redelivered until there is one to make.
+            raise TransientError(f"{verdict} {run_id}: the run is not waiting for approval yet; retried")
         log.info("duplicate: skipped", extra={"run_id": run_id, "status": run.status, "verdict": verdict})
         return "duplicate"
     with claim.released_on_error():
@@ -319,8 +322,9 @@ def _stage(
     prefix. Each closed chunk is recorded with the checkpoint (the byte offset and line where
     the next chunk starts, the counts so far) in one conditional write, with its keys beside
     it for the duplicate check of later chunks. With SKIP_INVALID_LINES nothing can reject the
-    run any more, so a chunk's job is created as soon as it is recorded; without it, only once
-    the whole file is known valid (nothing is paid for a file that will be rejected), and once
+    run any more, so a chunk's job is created as soon as it is recorded (unless a cost limit is
+    set: the budget guard decides on the whole file first); without it, only once the whole
+    file is known valid (nothing is paid for a file that will be rejected), and once
     a line is invalid nothing more is written: the rest of the file is only checked, for the
     report.
 
@@ -333,16 +337,13 @@ def _stage(
     staged = run.staged
     if not staged:
         staged.update(files=[], counts=[], keys=[], invalid=[], offset=0, line=0, summary=None, source="", done=False)
-        staged.update(estimator=[0, 0, 0], estimates=[])
+        staged.update(estimator=[], estimates=[])
     if "estimates" not in staged:  # begun by an earlier release: its chunks so far have counts only
-        staged["estimates"] = [[count, 0, 0] for count in staged["counts"]]
+        staged["estimates"] = [[count] for count in staged["counts"]]
     table = price_table(settings, ports)
     price = table.price(run.model)
-    estimator = Estimator(
-        table.estimator,
-        price.max_output_tokens if price is not None else DEFAULT_MAX_OUTPUT_TOKENS,
-        staged.get("estimator"),  # absent: staging begun by an earlier release (its estimate covers the rest)
-    )
+    # No state: staging begun by an earlier release (its estimate covers the rest of the file).
+    estimator = Estimator.for_price(table.estimator, price, staged.get("estimator"))
     limits = JobLimits(settings.max_requests_per_job, settings.max_bytes_per_job)
     options = ValidationOptions(limits=limits, max_line_bytes=settings.max_line_bytes, max_examples=100)
     if staged["summary"]:
@@ -356,7 +357,8 @@ def _stage(
     prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
     stage = _Chunks(claim, ports, prefix, keys, estimator)
     budget_end = staged["offset"] + settings.submit_bytes_per_invocation
-    early = _early(run, settings)
+    early = _early(run, settings)  # jobs start as chunks are recorded
+    skip = settings.skip_invalid_lines  # invalid lines are kept as rows, and the valid ones after them staged
 
     def recorded(chunk: int | None) -> None:
         if chunk is not None and early:
@@ -377,7 +379,7 @@ def _stage(
                 check_at = marks.at[0] + CHECK_BYTES
             stop = out_of_time or marks.at[0] >= budget_end
             if scanned.issue is not None:
-                if early:
+                if skip:
                     stage.invalid(scanned)
                 if stop:  # a checkpoint right after this line
                     recorded(stage.close(None, marks.checkpoint(summary), marks.at))
@@ -391,7 +393,7 @@ def _stage(
                 if stop or inv.time_left() < SEGMENT_RESERVE:
                     return None
             # Without SKIP_INVALID_LINES a file with an invalid line is rejected: nothing more to write.
-            stage.add(line, size, write=early or not summary.invalid)
+            stage.add(line, size, write=skip or not summary.invalid)
         # The whole file is read: the scan has added its counts to the summary.
         recorded(stage.close(None, summary.checkpoint(), None))  # the last chunk and "done", in one write
     return summary
@@ -403,7 +405,7 @@ class _Chunks:
     def __init__(self, claim: Claim[Run], ports: Ports, prefix: str, keys: KeyIndex, estimator: Estimator) -> None:
         self.claim, self.ports, self.prefix, self.keys = claim, ports, prefix, keys
         self.estimator = estimator
-        self.counted = [0, 0, 0]  # the chunk's requests, input tokens, output bound (as the estimator counts)
+        self.counted = [0] * STATE_SIZE  # the chunk's counts (Estimator.state's shape)
         self.files = ExitStack()
         self.out: BinaryIO | None = None
         self.invalid_out: BinaryIO | None = None
@@ -418,11 +420,9 @@ class _Chunks:
 
     def add(self, line: KeyedLine, size: int, write: bool = True) -> None:
         """Add a line to the chunk (only counted, not written, when the run will be rejected)."""
-        tokens, bound = self.estimator.add(line.data)
         counted = self.counted
-        counted[0] += 1
-        counted[1] += tokens
-        counted[2] += bound
+        for i, value in enumerate(self.estimator.add(line.data)):
+            counted[i] += value
         if write:
             if self.out is None:
                 self.out = self.files.enter_context(self.ports.store.writer(self._uri(".jsonl")))
@@ -475,7 +475,7 @@ class _Chunks:
         self.claim.save()  # LostClaim when another holder took over: its own files are the ones recorded
         self.claim.keep_alive()
         self.last, self.count, self.size, self.written = self.written, 0, 0, 0
-        self.counted = [0, 0, 0]
+        self.counted = [0] * STATE_SIZE
         self.out = self.invalid_out = None
         return recorded
 

@@ -109,7 +109,7 @@ run "pipeline" {
     error_message = "the functions that stream files get the size the capacity model sets (README: Capacity)"
   }
   assert {
-    condition     = toset(keys(google_pubsub_topic_iam_member.publishers)) == toset(["batch-finished/poll_batches", "batch-finished/submit_batch", "batch-finished/submit_request", "batch-finished/collect_results", "batch-results/collect_results", "batch-results/submit_batch", "batch-results/submit_request", "batch-requests/poll_batches", "batch-requests/submit_batch", "batch-requests/submit_request"])
+    condition     = toset(keys(google_pubsub_topic_iam_member.publishers)) == toset(["batch-finished/poll_batches", "batch-finished/submit_batch", "batch-finished/submit_request", "batch-finished/collect_results", "batch-results/collect_results", "batch-results/poll_batches", "batch-results/submit_batch", "batch-results/submit_request", "batch-requests/poll_batches", "batch-requests/submit_batch", "batch-requests/submit_request"])
     error_message = "each function publishes only where the code does"
   }
 }

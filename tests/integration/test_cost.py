@@ -157,7 +157,12 @@ def budget_bucket(cloud: Endpoints) -> str:
 
 
 @pytest.fixture
-def held(cloud: Endpoints, monkeypatch: pytest.MonkeyPatch, budget_bucket: str) -> tuple[Any, str]:
+def held(
+    cloud: Endpoints,
+    monkeypatch: pytest.MonkeyPatch,
+    budget_bucket: str,
+    results: Callable[[str], list[dict[str, Any]]],  # subscribed first: the hold is announced
+) -> tuple[Any, str]:
     """submit_request with MAX_RUN_COST_USD=0 (every run waits for approval), and a run it holds."""
     client = _budget_app(budget_bucket, monkeypatch, cloud, MAX_RUN_COST_USD="0")
     return client, _submitted(client, cloud, budget_bucket)

@@ -254,14 +254,15 @@ class FakeWarehouse:
             counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
         return {"counts": counts, "rows": sum(counts.values()), "max_attempt": 0, "tokens": {}, "table": "latest"}
 
-    def average_output(self, model: str, days: int, min_rows: int) -> float | None:
-        outputs = [
-            (row.get("candidates_tokens") or 0) + (row.get("thoughts_tokens") or 0)
-            for row in self.rows()
-            if row["outcome"] in ("SUCCEEDED", "TRUNCATED")
-            and (row.get("model_version") == model or str(row.get("model_version")).startswith(model + "-"))
-        ]
-        return sum(outputs) / len(outputs) if len(outputs) >= min_rows else None
+    def output_history(self, prefix: str, days: int) -> dict[str, tuple[float, int]]:
+        history: dict[str, tuple[float, int]] = {}
+        for row in self.rows():
+            version = str(row.get("model_version") or "")
+            if row["outcome"] in ("SUCCEEDED", "TRUNCATED") and version.startswith(prefix):
+                total, rows = history.get(version, (0.0, 0))
+                output = (row.get("candidates_tokens") or 0) + (row.get("thoughts_tokens") or 0)
+                history[version] = (total + output, rows + 1)
+        return history
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         raise PermanentError(f"reading {table_uri}: 404 Not found: Table")

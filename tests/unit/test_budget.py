@@ -74,7 +74,7 @@ def test_the_expected_output_comes_from_the_models_history_when_there_is_enough(
     }  # fmt: skip
     world.submit()
     estimate = world.run()["estimate"]
-    assert estimate["output_basis"] == "history" and estimate["average_output"] == 40.0
+    assert estimate["output_basis"] == "history" and estimate["output_per_request"] == 40.0
     assert estimate["output_tokens_expected"] == 40 * 40
 
 
@@ -200,3 +200,36 @@ def test_prices_uri_replaces_the_shipped_table_and_waits_while_it_is_unreadable(
     assert row["price_version"] == "negotiated-1"
     assert row["cost_usd"] == pytest.approx((1000 * 0.1 + 150 * 1.0) / 2 / 1e6)
     assert world.run()["estimate"]["output_tokens_bound"] == 100  # the table's max_output_tokens
+
+
+def test_a_guarded_run_with_skip_invalid_lines_keeps_every_line_after_an_invalid_one() -> None:
+    lines = [_line("a", "ka"), b"{oops", _line("b", "kb"), _line("c", "kc"), _line("d", "kd")]
+    world = World(lines, _guarded(skip_invalid_lines=True, max_run_cost_usd=1000.0))
+    assert world.submit() == "submitted"
+    world.finish()
+    world.drive()
+    outcomes = {key: outcome for key, _, outcome in world.keyed_rows()}
+    assert outcomes == {
+        "ka": "SUCCEEDED",
+        "kb": "SUCCEEDED",
+        "kc": "SUCCEEDED",
+        "kd": "SUCCEEDED",
+        "line-0000002": "FAILED",
+    }
+
+
+def test_a_decision_that_comes_before_the_hold_is_saved_is_retried_not_lost() -> None:
+    world = World([_line("q")], _guarded(max_run_cost_usd=0.0))
+    early: list[str] = []
+    publish = world.bus.publish
+
+    def approve_on_announcement(topic: str, message: dict[str, Any], **attributes: str) -> str:
+        if message.get("status") == "AWAITING_APPROVAL" and not early:
+            with pytest.raises(TransientError, match="not waiting for approval yet"):
+                _decide(world, "approve")
+            early.append("retried")
+        return publish(topic, message, **attributes)
+
+    world.bus.publish = approve_on_announcement  # type: ignore[method-assign]
+    assert world.submit() == "held" and early == ["retried"]
+    assert _decide(world, "approve") == "submitted"  # the redelivery

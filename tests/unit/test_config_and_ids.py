@@ -126,6 +126,8 @@ def test_approve_and_reject_messages_name_a_run_and_may_say_why() -> None:
         parse_request_message({"approve": 12})
     with pytest.raises(PermanentError, match="reason"):
         parse_request_message({"reject": "r0123456789abcdef0123", "reason": ["no"]})
+    with pytest.raises(PermanentError, match="not approve and reject"):
+        parse_request_message({"approve": "r0123456789abcdef0123", "reject": "r0123456789abcdef0123"})
 
 
 def test_cost_limits_are_numbers_of_at_least_zero_and_unset_means_no_limit() -> None:

@@ -127,32 +127,51 @@ def _request(parts: list[dict[str, Any]], **extra: Any) -> bytes:
 
 
 def test_the_estimator_counts_text_bytes_media_by_type_system_text_and_the_output_bound() -> None:
-    settings = EstimatorSettings(4.0, {"image/*": 1000, "application/pdf": 500, "*/*": 7}, 512)
-    estimator = Estimator(settings, max_output_tokens=8192)
+    settings = EstimatorSettings(4.0, {"image/*": 1000, "application/pdf": 500, "audio/*": 300, "*/*": 7}, 512)
+    estimator = Estimator(settings, max_output_tokens=8192, long_above=2000)
     text = "x" * 40  # 10 tokens
-    assert estimator.add(_request([{"text": text}])) == (10, 8192)
+    assert estimator.add(_request([{"text": text}])) == (1, 10, 8192, 0, 0, 0, 0)
     image = {"fileData": {"fileUri": "gs://b/i.png", "mimeType": "image/png"}}
     pdf = {"inline_data": {"mime_type": "application/pdf", "data": "QUJD" * 1000}}  # its bytes are not text
     odd = {"fileData": {"fileUri": "gs://b/x", "mimeType": "model/gltf"}}
+    voice = {"fileData": {"fileUri": "gs://b/a.mp3", "mimeType": "audio/mpeg"}}
     config = {"generationConfig": {"maxOutputTokens": 100}, "systemInstruction": {"parts": [{"text": "y" * 8}]}}
-    assert estimator.add(_request([{"text": text}, image, pdf, odd], **config)) == (10 + 2 + 1000 + 500 + 7, 100)
-    assert estimator.add(b'{"request": {"contents": "odd"}}') == (8, 8192)  # unread shape: its bytes as text
-    assert estimator.state() == [3, 10 + 1519 + 8, 8192 + 100 + 8192]
+    tokens = 10 + 2 + 1000 + 500 + 7 + 300
+    assert estimator.add(_request([{"text": text}, image, pdf, odd, voice], **config)) == (1, tokens, 100, 0, 0, 0, 300)
+    assert estimator.add(b'{"request": {"contents": "odd"}}') == (1, 8, 8192, 0, 0, 0, 0)  # its bytes as text
+    long = estimator.add(_request([{"text": "z" * 8004}]))  # 2,001 tokens: past the threshold
+    assert long == (1, 2001, 8192, 1, 2001, 8192, 0)
+    assert estimator.state() == [4, 10 + tokens + 8 + 2001, 8192 + 100 + 8192 + 8192, 1, 2001, 8192, 300]
     again = Estimator(settings, 8192, estimator.state())  # goes on from a checkpoint
     again.add(_request([{"text": text}]))
-    assert again.state()[0] == 4
+    assert again.state()[0] == 5
+    assert Estimator(settings, 8192, [3, 30, 90]).state() == [3, 30, 90, 0, 0, 0, 0]  # a state of an earlier release
 
 
 def test_estimate_expected_and_worst_case_by_hand() -> None:
-    assert FLASH is not None
-    # 10 requests, 50,000 input tokens, bound 10 x 1,000: expected output 300 each (history).
-    made = estimate([10, 50_000, 10_000], FLASH, 300.0, 512)
+    assert FLASH is not None and PRO is not None
+    # 10 requests, 50,000 input tokens (2,000 of them audio), bound 10 x 1,000: 300 output each.
+    made = estimate([10, 50_000, 10_000, 0, 0, 0, 2000], FLASH, 300.0, "history")
     assert made.expected_output == 3000 and made.output_basis == "history"
-    assert made.expected_usd == pytest.approx((50_000 * 0.30 + 3000 * 2.50) / 2 / 1e6)
-    assert made.worst_usd == pytest.approx((50_000 * 0.30 + 10_000 * 2.50) / 2 / 1e6)
-    capped = estimate([10, 50_000, 1000], FLASH, None, 512)  # the default is above the bound: the bound
+    input_usd = (48_000 * 0.30 + 2000 * 1.00) / 2 / 1e6
+    assert made.expected_usd == pytest.approx(input_usd + 3000 * 2.50 / 2 / 1e6)
+    assert made.worst_usd == pytest.approx(input_usd + 10_000 * 2.50 / 2 / 1e6)
+    capped = estimate([10, 50_000, 1000], FLASH, 512.0)  # 512 a request is above the bound: the bound
     assert capped.expected_output == 1000 and capped.output_basis == "default"
-    assert estimate([1, 10, 10], None, None, 512).expected_usd is None
+    assert estimate([1, 10, 10], None, 512.0).expected_usd is None
+    # gemini-2.5-pro: 3 requests, one of 250,000 prompt tokens (the long tier), 300 output each.
+    tiered = estimate([3, 252_000, 3000, 1, 250_000, 1000, 0], PRO, 300.0)
+    base_usd = (2000 * 1.25 + 600 * 10.0) / 2 / 1e6
+    long_usd = (250_000 * 2.50 + 300 * 15.0) / 2 / 1e6
+    assert tiered.expected_usd == pytest.approx(base_usd + long_usd)
+    assert tiered.worst_usd == pytest.approx((2000 * 1.25 + 2000 * 10.0 + 250_000 * 2.50 + 1000 * 15.0) / 2 / 1e6)
+
+
+def test_estimates_of_parts_add_up_to_the_whole() -> None:
+    assert PRO is not None
+    whole = estimate([10, 5000, 10_000, 1, 300_000, 1000, 40], PRO, 200.0)
+    half = estimate([v * 0.5 for v in (10, 5000, 10_000, 1, 300_000, 1000, 40)], PRO, 200.0)
+    assert whole.expected_usd == pytest.approx(2 * half.expected_usd)  # type: ignore[operator]
 
 
 def test_the_estimators_error_on_real_vertex_usage_is_under_one_percent() -> None:
@@ -161,7 +180,7 @@ def test_the_estimators_error_on_real_vertex_usage_is_under_one_percent() -> Non
     for raw in (ROOT.parent / "shared/data/vertex_predictions_real.jsonl").read_bytes().splitlines():
         line = orjson.loads(raw)
         estimator = Estimator(table.estimator, 65_536)
-        tokens, _ = estimator.add(orjson.dumps({"request": line["request"]}))
+        tokens = estimator.add(orjson.dumps({"request": line["request"]}))[1]
         real = line["response"]["usageMetadata"]["promptTokenCount"]
         assert abs(tokens - real) / real < 0.01
 
@@ -179,7 +198,7 @@ def test_the_estimators_error_on_the_emulators_text_requests_is_under_ten_percen
         answer = respond(scanned.key, request, "gemini-2.5-flash", "2026-12-07T00:00:00Z", set())
         if answer.response is None:
             continue  # an injected fault: nothing counted
-        estimated += Estimator(table.estimator, 65_536).add(scanned.keyed().data)[0]
+        estimated += Estimator(table.estimator, 65_536).add(scanned.keyed().data)[1]
         counted += answer.response["usageMetadata"]["promptTokenCount"]
     assert counted > 100
     assert abs(estimated - counted) / counted < 0.10
