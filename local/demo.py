@@ -125,14 +125,22 @@ def _show(stack: Stack, run_id: str) -> None:
         )
     console.print(table)
     query = (
-        "SELECT outcome, COUNT(*) n, MAX(attempt) max_attempt, SUM(COALESCE(total_tokens, 0)) tokens "
-        "FROM gbp.latest_predictions WHERE run_id = @run GROUP BY outcome ORDER BY outcome"
+        "SELECT outcome, COUNT(*) n, MAX(attempt) max_attempt, SUM(COALESCE(total_tokens, 0)) tokens, "
+        "SUM(cost_usd) cost FROM gbp.latest_predictions WHERE run_id = @run GROUP BY outcome ORDER BY outcome"
     )
     summary = list(bq.query(query, job_config=params).result())
-    total = Table("outcome", "rows", "max attempt", "tokens", title=f"run {run_id}", box=None)
+    total = Table("outcome", "rows", "max attempt", "tokens", "cost USD", title=f"run {run_id}", box=None)
     for r in summary:
-        total.add_row(r["outcome"], str(r["n"]), str(r["max_attempt"]), str(r["tokens"]))
+        cost = "" if r["cost"] is None else f"{r['cost']:.6f}"
+        total.add_row(r["outcome"], str(r["n"]), str(r["max_attempt"]), str(r["tokens"]), cost)
     console.print(total)
+    record = storage_client(stack.endpoints).bucket("gbp-work").get_blob(f"ledger/runs/{run_id}.json")
+    estimate = orjson.loads(record.download_as_bytes()).get("estimate", {}) if record else {}
+    if estimate.get("expected_usd") is not None:
+        console.print(
+            f"estimated before it ran: {estimate['expected_usd']:.6f} USD expected, "
+            f"{estimate['worst_case_usd']:.6f} USD at worst ({estimate['price_version']}, batch rate)"
+        )
 
 
 if __name__ == "__main__":
