@@ -116,8 +116,9 @@ variable "max_daily_cost_usd" {
 
 variable "approval_timeout_hours" {
   type        = number
-  description = "A run held by the budget guard that nobody approves or rejects within this long is rejected."
+  description = "A run held by the budget guard that nobody approves or rejects within this long is rejected (keep it far below work_backstop_days: its staged chunks wait that long)."
   default     = 72
+  nullable    = false
   validation {
     condition     = var.approval_timeout_hours >= 1 && var.approval_timeout_hours == floor(var.approval_timeout_hours)
     error_message = "approval_timeout_hours must be a whole number of at least 1."
@@ -133,8 +134,10 @@ variable "prices_file" {
     condition = var.prices_file == null || try(
       jsondecode(file(var.prices_file)).version != "" && length(jsondecode(file(var.prices_file)).models) > 0 && alltrue([
         for name, m in jsondecode(file(var.prices_file)).models :
-        m.input >= 0 && m.output >= 0 && m.cached_input >= 0 && m.max_output_tokens >= 1
-      ]),
+        m.input >= 0 && m.output >= 0 && m.cached_input >= 0 && m.max_output_tokens >= 1 && floor(m.max_output_tokens) == m.max_output_tokens
+        && try(m.batch_discount >= 0 && m.batch_discount < 1, !can(m.batch_discount))
+        && try(m.long_context.above_prompt_tokens >= 1 && m.long_context.input >= 0 && m.long_context.output >= 0 && m.long_context.cached_input >= 0, !can(m.long_context))
+      ]) && try(jsondecode(file(var.prices_file)).batch_discount >= 0 && jsondecode(file(var.prices_file)).batch_discount < 1, !can(jsondecode(file(var.prices_file)).batch_discount)),
       false
     )
     error_message = "prices_file must be a readable JSON price table: a \"version\", and \"models\" each with input, output, cached_input (USD per 1M tokens) and max_output_tokens (see shared/core/schemas/prices.json)."

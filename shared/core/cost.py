@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -124,44 +125,67 @@ class PriceTable:
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model`` (an id, a publisher model or a full resource name), None when unknown.
 
-        The longest model family of the table that the id is, or starts with followed by
-        ``-`` or ``@`` (a version: ``gemini-2.0-flash-001``), wins: ``gemini-2.5-flash-lite``
-        is not ``gemini-2.5-flash``.
+        A model is a family of the table, or one of its versions: ``gemini-2.0-flash-001``,
+        ``-latest``, ``-preview-05-20``, ``@default``. Anything else is another model with
+        prices of its own (``gemini-2.5-flash-image``, ``gemini-2.5-flash-lite``), never a guess.
         """
         name = model.rsplit("/", 1)[-1].lower()
-        best: ModelPrice | None = None
-        for family, price in self.models.items():
-            if (name == family or name.startswith((family + "-", family + "@"))) and (
-                best is None or len(family) > len(best.model)
-            ):
-                best = price
-        return best
+        found = _VERSIONED.fullmatch(name)
+        if found is None:
+            return None
+        return self.models.get(found.group("family")) or self.models.get(name)
+
+
+# A family and an optional version suffix (lazy: the longest suffix-free family name is tried first).
+_VERSIONED: Final = re.compile(r"(?P<family>.+?)(?:-\d{3}|-latest|-(?:preview|exp)-\d{2}-\d{2,4}|@[\w.-]+)?")
+
+
+def _number(value: object, where: str) -> float:
+    """A finite number of at least 0 (PermanentError naming ``where``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise PermanentError(f"price table: {where} must be a finite number of at least 0, not {value!r}")
+    return float(value)
 
 
 def _tier(data: dict[str, Any], where: str) -> Tier:
-    try:
-        values = {k: float(data[k]) for k in ("input", "output", "cached_input")}
-        audio = data.get("input_audio")
-        tier = Tier(**values, input_audio=None if audio is None else float(audio))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PermanentError(f"price table: {where} needs numbers input, output, cached_input ({exc})") from exc
-    if min(values.values()) < 0 or (tier.input_audio is not None and tier.input_audio < 0):
-        raise PermanentError(f"price table: {where} has a negative price")
-    return tier
+    for name in ("input", "output", "cached_input"):
+        if name not in data:
+            raise PermanentError(f"price table: {where} needs numbers input, output, cached_input (no {name})")
+    audio = data.get("input_audio")
+    return Tier(
+        _number(data["input"], f"{where}.input"),
+        _number(data["output"], f"{where}.output"),
+        _number(data["cached_input"], f"{where}.cached_input"),
+        None if audio is None else _number(audio, f"{where}.input_audio"),
+    )
+
+
+def _discount(value: object, where: str) -> float:
+    if _number(value, where) >= 1:
+        raise PermanentError(f"price table: {where} must be a number in [0, 1), not {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _whole(value: object, where: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise PermanentError(f"price table: {where} must be a whole number of at least {least}, not {value!r}")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise PermanentError(f"price table: {name} is not a number")
 
 
 def parse_prices(data: bytes | str) -> PriceTable:
     """Read and check a price table (PermanentError naming what is wrong)."""
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_constant=_refuse_constant)  # NaN, Infinity
     except ValueError as exc:
         raise PermanentError(f"price table: not JSON: {exc}") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict) or not raw.get("version"):
         raise PermanentError('price table: needs "version" and "models" (see shared/core/schemas/prices.json)')
     version = str(raw["version"])
-    discount = raw.get("batch_discount", 0.5)
-    if not isinstance(discount, int | float) or not 0 <= discount < 1:
-        raise PermanentError("price table: batch_discount must be a number in [0, 1)")
+    discount = _discount(raw.get("batch_discount", 0.5), "batch_discount")
     models: dict[str, ModelPrice] = {}
     for name, entry in raw["models"].items():
         if not isinstance(entry, dict):
@@ -169,32 +193,32 @@ def parse_prices(data: bytes | str) -> PriceTable:
         long = entry.get("long_context")
         above = None
         if long is not None:
-            if not isinstance(long, dict) or not isinstance(long.get("above_prompt_tokens"), int):
-                raise PermanentError(f"price table: {name}.long_context needs above_prompt_tokens")
-            above = long["above_prompt_tokens"]
-        maximum = entry.get("max_output_tokens")
-        if not isinstance(maximum, int) or maximum < 1:
-            raise PermanentError(f"price table: {name}.max_output_tokens must be a positive integer")
+            if not isinstance(long, dict):
+                raise PermanentError(f"price table: {name}.long_context must be an object")
+            above = _whole(long.get("above_prompt_tokens"), f"{name}.long_context.above_prompt_tokens", 1)
         models[name.lower()] = ModelPrice(
             name.lower(),
             _tier(entry, name),
-            float(entry.get("batch_discount", discount)),
-            maximum,
+            _discount(entry.get("batch_discount", discount), f"{name}.batch_discount"),
+            _whole(entry.get("max_output_tokens"), f"{name}.max_output_tokens", 1),
             above,
             None if long is None else _tier(long, f"{name}.long_context"),
             version,
         )
     est = raw.get("estimator") or {}
-    try:
-        estimator = EstimatorSettings(
-            float(est.get("bytes_per_token", 4.0)),
-            {str(k): int(v) for k, v in (est.get("part_tokens") or {"*/*": 258}).items()},
-            int(est.get("default_output_tokens", 512)),
-        )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise PermanentError(f"price table: bad estimator section ({exc})") from exc
-    if estimator.bytes_per_token <= 0:
+    if not isinstance(est, dict) or not isinstance(est.get("part_tokens", {}), dict):
+        raise PermanentError("price table: estimator and estimator.part_tokens must be objects")
+    bytes_per_token = _number(est.get("bytes_per_token", 4.0), "estimator.bytes_per_token")
+    if bytes_per_token <= 0:
         raise PermanentError("price table: estimator.bytes_per_token must be positive")
+    estimator = EstimatorSettings(
+        bytes_per_token,
+        {
+            str(k): _whole(v, f"estimator.part_tokens.{k}", 0)
+            for k, v in (est.get("part_tokens") or {"*/*": 258}).items()
+        },
+        _whole(est.get("default_output_tokens", 512), "estimator.default_output_tokens", 0),
+    )
     return PriceTable(version, models, estimator, str(raw.get("taken", "")), str(raw.get("source", "")))
 
 

@@ -86,8 +86,11 @@ def output_per_request(
     ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
     uri = f"{ledger.root}/history/{price.model}.json"
     found = ports.store.read(uri)
-    cached = orjson.loads(found[0]) if found is not None else {}
-    if cached and lease_left(cached.get("at", ""), now, HISTORY_TTL_SECONDS) > 0:
+    try:
+        cached = orjson.loads(found[0]) if found is not None else {}
+    except orjson.JSONDecodeError:
+        cached = {}  # unreadable: read the history again (and write it over)
+    if isinstance(cached, dict) and cached and lease_left(cached.get("at", ""), now, HISTORY_TTL_SECONDS) > 0:
         average = cached.get("average")
     else:
         try:
@@ -107,13 +110,28 @@ def output_per_request(
     return float(average), "history"
 
 
+def run_table(run: Run, settings: Settings, ports: Ports) -> tuple[PriceTable, ModelPrice | None]:
+    """The table and the model's price for a run.
+
+    A bad PRICES_URI holds a guarded run back (BadPriceTable, retried), but not a run no limit
+    applies to: that one is estimated without a price (logged).
+    """
+    try:
+        table = price_table(settings, ports)
+    except BadPriceTable:
+        if run.options.get("budget_guard"):
+            raise
+        log.error("price table unusable: the run is not priced", extra={"run_id": run.run_id}, exc_info=True)
+        return default_prices(), None
+    return table, table.price(run.model)
+
+
 def run_estimate(claim: Claim[Run], settings: Settings, ports: Ports) -> dict[str, Any]:
     """The run's estimate, made once (from what staging counted) and kept on the run record."""
     run = claim.record
     if run.estimate:
         return run.estimate
-    table = price_table(settings, ports)
-    price = table.price(run.model)
+    table, price = run_table(run, settings, ports)
     if price is None:
         log.warning(
             "model has no price: the run has no cost estimate", extra={"run_id": run.run_id, "model": run.model}
@@ -203,9 +221,24 @@ def settle_spend(ledger: Ledger, run: Run, records: list[JobRecord]) -> None:
     by_day: dict[str, float] = defaultdict(float)
     for record in records:  # every day the run counted in (0 when nothing was billed: it replaces the expected)
         day = run.budget_day if record.attempt == 1 or not record.queued_at else record.queued_at[:10]
-        by_day[day] += record.cost.get("usd") or 0.0
+        by_day[day] += attempt_cost(run, record)
     for day, usd in by_day.items():
         ledger.store.write(f"{_spend_prefix(ledger, day)}{run.run_id}.a~{round(usd * MICRO)}", b"")
+
+
+def attempt_cost(run: Run, record: JobRecord) -> float:
+    """What an attempt counts in the day's spend: its rows' cost, else what it was expected to cost.
+
+    (No price when it was collected, or given up before its rows were read: never nothing for a
+    job Vertex may have billed.)
+    """
+    usd = record.cost.get("usd")
+    if usd is not None:
+        return float(usd)
+    expected = record.estimate.get("expected_usd")
+    if expected is None and run.estimate.get("expected_usd") and run.estimate.get("requests"):
+        expected = run.estimate["expected_usd"] * record.requests / run.estimate["requests"]
+    return float(expected or 0.0)
 
 
 def count_retry(ledger: Ledger, record: JobRecord) -> None:

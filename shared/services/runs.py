@@ -144,6 +144,9 @@ def cost_of(records: list[JobRecord]) -> dict[str, Any]:
         "usd": round(sum(c["usd"] for c in priced), 9) if priced else None,
         "by_outcome": {k: round(v, 9) for k, v in sorted(by_outcome.items())},
         "price_version": ",".join(versions),
+        # Some attempts have no cost (no price when they were collected, or given up before their
+        # rows were read): ``usd`` is what the priced ones cost, not the run's whole bill.
+        "partial": 0 < len(priced) < len(records),
     }
 
 

@@ -32,7 +32,7 @@ from shared.core.validate import Marks, ScannedLine, ValidationOptions, Validati
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import CREATE_NEEDS, queue_attempt
-from shared.services.budget import guard, price_table
+from shared.services.budget import guard, run_table
 from shared.services.ledger import Claim, ClaimHeld, DeadlineNear, Invocation, Ledger, stamp
 from shared.services.loads import load_entry
 from shared.services.runs import complete_run, decline, release_work_files
@@ -340,8 +340,7 @@ def _stage(
         staged.update(estimator=[], estimates=[])
     if "estimates" not in staged:  # begun by an earlier release: its chunks so far have counts only
         staged["estimates"] = [[count] for count in staged["counts"]]
-    table = price_table(settings, ports)
-    price = table.price(run.model)
+    table, price = run_table(run, settings, ports)
     # No state: staging begun by an earlier release (its estimate covers the rest of the file).
     estimator = Estimator.for_price(table.estimator, price, staged.get("estimator"))
     limits = JobLimits(settings.max_requests_per_job, settings.max_bytes_per_job)

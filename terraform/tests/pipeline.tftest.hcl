@@ -167,6 +167,12 @@ run "prices_file_is_validated" {
   expect_failures = [var.prices_file]
 }
 
+run "prices_file_with_a_discount_out_of_range_is_refused" {
+  command = plan
+  variables { prices_file = "tests/fixtures/prices_bad_discount.json" }
+  expect_failures = [var.prices_file]
+}
+
 run "name_prefix_is_validated" {
   command = plan
   variables { name_prefix = "Not_A_Prefix!" }

@@ -183,8 +183,12 @@ def test_a_model_without_a_price_is_held_while_a_limit_is_set_and_its_rows_get_n
     assert _results(world, "COMPLETE")[0]["cost"]["usd"] is None
 
 
-def test_prices_uri_replaces_the_shipped_table_and_waits_while_it_is_unreadable() -> None:
-    world = World([_line("q")], dataclasses.replace(SETTINGS, prices_uri="gs://work/prices/mine.json"))
+def test_prices_uri_replaces_the_shipped_table_and_a_guarded_run_waits_while_it_is_unreadable() -> None:
+    mine = "gs://work/prices/mine.json"
+    unguarded = World([_line("q")], dataclasses.replace(SETTINGS, prices_uri=mine))
+    assert unguarded.submit() == "submitted"  # no limit applies: it runs, unpriced (logged)
+    assert unguarded.run()["estimate"]["expected_usd"] is None
+    world = World([_line("q")], dataclasses.replace(SETTINGS, prices_uri=mine, max_daily_cost_usd=100.0))
     with pytest.raises(TransientError, match="PRICES_URI"):
         world.submit()
     table = {
@@ -233,3 +237,16 @@ def test_a_decision_that_comes_before_the_hold_is_saved_is_retried_not_lost() ->
     world.bus.publish = approve_on_announcement  # type: ignore[method-assign]
     assert world.submit() == "held" and early == ["retried"]
     assert _decide(world, "approve") == "submitted"  # the redelivery
+
+
+def test_an_attempt_without_a_cost_counts_its_expected_cost_in_the_day() -> None:
+    world = World([_line(f"q{i}") for i in range(4)], dataclasses.replace(SETTINGS, max_requests_per_job=10))
+    world.submit()
+    expected = world.run()["estimate"]["expected_usd"]
+    world.settings = dataclasses.replace(SETTINGS, max_requests_per_job=10, prices_uri="gs://work/nowhere.json")
+    world.finish(usage=USAGE)
+    world.drive()  # collected while the price table is unusable: rows without cost
+    assert [r.get("cost_usd") for r in world.warehouse.rows()] == [None] * 4
+    assert spent(Ledger(world.store, "work", 60), "2026-11-25") == pytest.approx(expected, abs=1e-6)
+    (done,) = _results(world, "COMPLETE")
+    assert done["cost"]["usd"] is None and done["cost"]["partial"] is False

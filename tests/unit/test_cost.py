@@ -30,6 +30,15 @@ def test_price_lookup_takes_the_longest_family_and_knows_versions_and_resource_n
     assert table.price(path) is FLASH
     assert table.price("gemini-2.5-flashy") is None  # not a version of a family
     assert table.price("my-tuned-model") is None
+    assert table.price("gemini-2.5-flash-preview-05-20") is FLASH and table.price("gemini-2.5-flash-latest") is FLASH
+    # Another model with prices of its own (image output) is not its base model's: no price, not a guess.
+    assert table.price("gemini-2.5-flash-image") is None
+    assert table.price("gemini-2.0-flash-preview-image-generation") is None
+
+
+def test_non_numbers_in_a_price_table_are_refused() -> None:
+    with pytest.raises(PermanentError, match="not a number"):
+        parse_prices(b'{"version": "v", "models": {"m": {"input": NaN, "output": 1, "cached_input": 0}}}')
 
 
 def test_the_shipped_table_says_where_and_when_it_was_taken() -> None:
@@ -107,7 +116,16 @@ def test_rows_get_their_cost_and_the_table_version_and_unknown_models_none() -> 
     ("change", "message"),
     [
         (lambda t: t.pop("version"), '"version" and "models"'),
-        (lambda t: t["models"]["gemini-2.5-pro"].update(input=-1), "negative"),
+        (lambda t: t["models"]["gemini-2.5-pro"].update(input=-1), "input must be a finite number of at least 0"),
+        (lambda t: t["models"]["gemini-2.5-pro"].update(output="NaN"), "output must be a finite number"),
+        (lambda t: t["models"]["gemini-2.5-pro"].update(batch_discount=1.5), "batch_discount must be a number in"),
+        (lambda t: t["models"]["gemini-2.5-pro"].update(batch_discount="half"), "batch_discount must be a finite"),
+        (
+            lambda t: t["models"]["gemini-2.5-pro"].update(max_output_tokens=65536.0),
+            "max_output_tokens must be a whole",
+        ),
+        (lambda t: t["models"]["gemini-2.5-pro"]["long_context"].update(above_prompt_tokens=0), "above_prompt_tokens"),
+        (lambda t: t["estimator"]["part_tokens"].update({"image/*": -1}), "part_tokens"),
         (lambda t: t["models"]["gemini-2.5-pro"].pop("output"), "needs numbers"),
         (lambda t: t["models"]["gemini-2.5-pro"]["long_context"].pop("above_prompt_tokens"), "above_prompt_tokens"),
         (lambda t: t["models"]["gemini-2.5-pro"].update(max_output_tokens=0), "max_output_tokens"),
@@ -177,7 +195,7 @@ def test_estimates_of_parts_add_up_to_the_whole() -> None:
 def test_the_estimators_error_on_real_vertex_usage_is_under_one_percent() -> None:
     """The fixtures' real lines (gemini-2.5-flash): Vertex counted 1,812 prompt tokens for each."""
     table = default_prices()
-    for raw in (ROOT.parent / "shared/data/vertex_predictions_real.jsonl").read_bytes().splitlines():
+    for raw in (ROOT / "tests/fixtures/outputs/vertex_real.jsonl").read_bytes().splitlines():
         line = orjson.loads(raw)
         estimator = Estimator(table.estimator, 65_536)
         tokens = estimator.add(orjson.dumps({"request": line["request"]}))[1]
