@@ -38,6 +38,7 @@ VARIABLES: Final = {
     "max_run_cost_usd": "MAX_RUN_COST_USD",
     "max_daily_cost_usd": "MAX_DAILY_COST_USD",
     "approval_timeout_seconds": "APPROVAL_TIMEOUT_SECONDS",
+    "run_sla_seconds": "RUN_SLA_SECONDS",
     "queue_timeout_seconds": "QUEUE_TIMEOUT_SECONDS",
     "run_timeout_seconds": "RUN_TIMEOUT_SECONDS",
     "cancel_timeout_seconds": "CANCEL_TIMEOUT_SECONDS",
@@ -59,6 +60,7 @@ MINIMUMS: Final = {
     "max_run_cost_usd": 0,
     "max_daily_cost_usd": 0,
     "approval_timeout_seconds": 1,
+    "run_sla_seconds": 1,
     "lease_seconds": 1,
     "function_timeout_seconds": MIN_FUNCTION_TIMEOUT_SECONDS,
 }
@@ -104,6 +106,8 @@ class Settings:
     max_run_cost_usd: float | None = None
     max_daily_cost_usd: float | None = None
     approval_timeout_seconds: int = 3 * 24 * 3600
+    # A run not complete this long after it was created is logged "run overdue" once (the alert).
+    run_sla_seconds: int = 48 * 3600
     queue_timeout_seconds: int = 72 * 3600
     run_timeout_seconds: int = 24 * 3600
     cancel_timeout_seconds: int = 3600

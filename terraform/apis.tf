@@ -11,6 +11,8 @@ locals {
     "run.googleapis.com",              # 2nd gen functions run on Cloud Run
     "storage.googleapis.com",          # buckets
     "artifactregistry.googleapis.com", # function images
+    "logging.googleapis.com",          # log-based metrics
+    "monitoring.googleapis.com",       # alert policies, notification channels, the dashboard
   ])
 }
 

@@ -50,3 +50,11 @@ resource "google_bigquery_table" "latest_predictions" {
   # checkov:skip=CKV_GCP_80: a view holds no data to encrypt
   depends_on = [google_bigquery_table.predictions]
 }
+
+locals {
+  table_ids = {
+    predictions        = google_bigquery_table.predictions.table_id
+    batch_jobs         = google_bigquery_table.batch_jobs.table_id
+    latest_predictions = google_bigquery_table.latest_predictions.table_id
+  }
+}

@@ -34,6 +34,7 @@ locals {
     MAX_DAILY_COST_USD       = var.max_daily_cost_usd == null ? "" : tostring(var.max_daily_cost_usd)
     APPROVAL_TIMEOUT_SECONDS = tostring(var.approval_timeout_hours * 3600)
     PRICES_URI               = var.prices_file == null ? "" : "gs://${google_storage_bucket.work.name}/${google_storage_bucket_object.prices[0].name}"
+    RUN_SLA_SECONDS          = tostring(var.run_sla_hours * 3600)
     QUEUE_TIMEOUT_SECONDS    = tostring(var.queue_timeout_seconds)
     RUN_TIMEOUT_SECONDS      = tostring(var.run_timeout_seconds)
     CANCEL_TIMEOUT_SECONDS   = tostring(var.cancel_timeout_seconds)
@@ -86,8 +87,9 @@ module "function" {
   cpu             = each.value.size.cpu
   timeout_seconds = each.value.size.timeout_seconds
   labels          = var.labels
-  # Submitting and reading batch jobs: Vertex AI has no narrower resource to grant on.
-  runtime_roles = ["roles/aiplatform.user"]
+  # Vertex AI batch jobs and BigQuery jobs have no narrower resource to grant on: custom roles
+  # with exactly what the code calls, on the project (iam.tf).
+  runtime_roles = local.function_roles[each.key]
 
-  depends_on = [google_project_service.apis, google_project_iam_member.gcs_agent_publishes]
+  depends_on = [google_project_service.apis, google_project_iam_member.gcs_agent_publishes, google_project_iam_custom_role.pipeline]
 }

@@ -16,11 +16,27 @@ resource "google_project_iam_member" "gcs_agent_publishes" {
   member  = "serviceAccount:${data.google_storage_project_service_account.gcs_agent.email_address}"
 }
 
-# The Vertex AI service agent reads the staged inputs and writes predictions into the work bucket.
+# The Vertex AI service agent (shared by every Vertex workload of the project) reads the staged
+# inputs and writes predictions: on those two prefixes of the work bucket only (and the bucket's
+# own metadata, which listing needs), never the ledger, the rows or anything else.
+locals {
+  vertex_prefixes = ["staging/", "outputs/"]
+  vertex_condition = join(" || ", concat(
+    ["resource.type == \"storage.googleapis.com/Bucket\""],
+    [for prefix in local.vertex_prefixes : "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.work.name}/objects/${prefix}\")"],
+  ))
+}
+
+# objectAdmin, conditioned: read the inputs, write (and replace) predictions under its job's folder.
 resource "google_storage_bucket_iam_member" "vertex_agent_work" {
   bucket = google_storage_bucket.work.name
   role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${google_project_service_identity.vertex_agent.email}"
+  condition {
+    title       = "vertex-io-only"
+    description = "Staged inputs (read) and predictions (write): not the ledger, not the rows."
+    expression  = local.vertex_condition
+  }
 }
 
 # submit_batch reads uploads and writes rejection reports next to them.
@@ -73,20 +89,68 @@ resource "google_pubsub_topic_iam_member" "publishers" {
   member   = local.runtimes[each.value.fn]
 }
 
-# collect_results (rows) and the submitters (rejected lines, and a run's summary when they complete it) load and query.
-resource "google_bigquery_dataset_iam_member" "writers" {
-  for_each   = toset(["submit_batch", "submit_request", "collect_results"])
-  dataset_id = google_bigquery_dataset.pipeline.dataset_id
-  role       = "roles/bigquery.dataEditor"
-  member     = local.runtimes[each.value]
+# Custom roles with exactly the permissions the adapters call (the lists live next to them:
+# shared/adapters/*.permissions.json). Vertex AI: batch jobs are created (admission runs in every
+# function), read and found by every function; only the poller cancels (stuck jobs).
+# BigQuery: jobs are created in the project; the tables are read and appended to, never created,
+# altered or deleted (Terraform owns them). No predefined role is that narrow.
+locals {
+  vertex_methods   = jsondecode(file("${path.module}/../shared/adapters/vertex.permissions.json")).methods
+  bigquery_methods = jsondecode(file("${path.module}/../shared/adapters/bigquery.permissions.json")).methods
+  custom_roles = {
+    vertex_jobs = {
+      title       = "gemini-batch-pipeline: Vertex batch jobs"
+      permissions = sort(distinct(flatten([for m in ["create", "get", "find"] : local.vertex_methods[m]])))
+    }
+    vertex_cancel = {
+      title       = "gemini-batch-pipeline: cancel Vertex batch jobs"
+      permissions = sort(distinct(local.vertex_methods["cancel"]))
+    }
+    bigquery_jobs = {
+      title       = "gemini-batch-pipeline: BigQuery load and query jobs"
+      permissions = sort(distinct(flatten([for m in values(local.bigquery_methods) : m.project])))
+    }
+    bigquery_tables = {
+      title       = "gemini-batch-pipeline: read and append to the pipeline's tables"
+      permissions = sort(distinct(flatten([for m in values(local.bigquery_methods) : m.table])))
+    }
+  }
+  # Custom role ids take letters, digits, _ and . only; named here so that grants are known at plan.
+  role_ids = { for key, _ in local.custom_roles : key => "${replace(var.name_prefix, "-", "_")}_${key}" }
+  roles    = { for key, id in local.role_ids : key => "projects/${var.project_id}/roles/${id}" }
+  # Which function holds which project-level role (modules/function grants them).
+  function_roles = {
+    submit_batch    = [local.roles.vertex_jobs, local.roles.bigquery_jobs]
+    submit_request  = [local.roles.vertex_jobs, local.roles.bigquery_jobs]
+    collect_results = [local.roles.vertex_jobs, local.roles.bigquery_jobs]
+    poll_batches    = [local.roles.vertex_jobs, local.roles.vertex_cancel, local.roles.bigquery_jobs]
+  }
+  # Every function loads or queries the pipeline's tables: collect_results (rows), the submitters
+  # (rejected lines, output history, a run's summary), poll_batches (the load windows).
+  table_grants = merge([
+    for table in ["predictions", "batch_jobs", "latest_predictions"] : {
+      for fn in keys(local.functions) : "${table}/${fn}" => { table = table, fn = fn }
+    }
+  ]...)
 }
 
-# Load and query jobs run in the project: jobUser has no narrower scope.
-resource "google_project_iam_member" "job_users" {
-  for_each = toset(["submit_batch", "submit_request", "collect_results"])
-  project  = var.project_id
-  role     = "roles/bigquery.jobUser"
-  member   = local.runtimes[each.value]
+resource "google_project_iam_custom_role" "pipeline" {
+  for_each    = local.custom_roles
+  project     = var.project_id
+  role_id     = local.role_ids[each.key]
+  title       = each.value.title
+  description = "Exactly what the pipeline's code calls (shared/adapters/*.permissions.json)."
+  permissions = each.value.permissions
+}
+
+# Each function reads and appends to the pipeline's two tables and reads the view: nothing more.
+resource "google_bigquery_table_iam_member" "tables" {
+  for_each   = local.table_grants
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.pipeline.dataset_id
+  table_id   = local.table_ids[each.value.table]
+  role       = google_project_iam_custom_role.pipeline["bigquery_tables"].id
+  member     = local.runtimes[each.value.fn]
 }
 
 # submit_request reads bq:// sources through the BigQuery Storage Read API (read sessions are
@@ -97,15 +161,3 @@ resource "google_project_iam_member" "read_session_user" {
   member  = local.runtimes["submit_request"]
 }
 
-# The Cloud Scheduler job publishes the poll tick with its own identity.
-resource "google_service_account" "scheduler" {
-  account_id   = "${var.name_prefix}-scheduler"
-  display_name = "gemini-batch-pipeline poll tick"
-}
-
-# The scheduler's identity publishes the poll tick, on that topic only.
-resource "google_pubsub_topic_iam_member" "scheduler_publishes_tick" {
-  topic  = google_pubsub_topic.topics["poll-tick"].name
-  role   = "roles/pubsub.publisher"
-  member = "serviceAccount:${google_service_account.scheduler.email}"
-}

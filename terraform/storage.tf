@@ -49,7 +49,7 @@ resource "google_storage_bucket" "work" {
   lifecycle_rule {
     condition {
       age            = var.work_backstop_days
-      matches_prefix = ["ledger/spend/", "approvals/"]
+      matches_prefix = ["ledger/spend/", "ledger/overdue/", "approvals/"]
     }
     action {
       type = "Delete"

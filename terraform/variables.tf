@@ -144,6 +144,43 @@ variable "prices_file" {
   }
 }
 
+variable "alert_emails" {
+  type        = list(string)
+  description = "Who the alert policies notify (one email notification channel each); empty: the alerts open incidents in Cloud Monitoring only."
+  default     = []
+  nullable    = false
+  validation {
+    condition     = alltrue([for email in var.alert_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", email))])
+    error_message = "alert_emails must be email addresses."
+  }
+}
+
+variable "run_sla_hours" {
+  type        = number
+  description = "A run not complete this long after it was created is logged \"run overdue\" (once) and alerts. Batch jobs may queue 72 h and run 24 h on Vertex: set it to what your users expect."
+  default     = 48
+  nullable    = false
+  validation {
+    condition     = var.run_sla_hours >= 1 && var.run_sla_hours == floor(var.run_sla_hours)
+    error_message = "run_sla_hours must be a whole number of at least 1."
+  }
+}
+
+variable "alert_thresholds" {
+  type = object({
+    error_rate   = optional(number, 0.05) # failed (retried) events / all events of a function, over 15 min
+    failed_share = optional(number, 0.2)  # FAILED + MISSING rows / rows of a completed run
+    poll_silence = optional(number, 900)  # seconds without a poll tick
+  })
+  description = "Thresholds of the alert policies (README: Observability)."
+  default     = {}
+  nullable    = false
+  validation {
+    condition     = var.alert_thresholds.error_rate > 0 && var.alert_thresholds.error_rate <= 1 && var.alert_thresholds.failed_share > 0 && var.alert_thresholds.failed_share <= 1 && var.alert_thresholds.poll_silence >= 180
+    error_message = "error_rate and failed_share are shares in (0, 1]; poll_silence is at least 180 s (three ticks)."
+  }
+}
+
 variable "poll_schedule" {
   type        = string
   description = "Cloud Scheduler cron of the poll tick."

@@ -82,6 +82,7 @@ class BigQueryWarehouse:
                 source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
                 schema=schema_fields(table),
                 write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+                create_disposition=bigquery.CreateDisposition.CREATE_NEVER,  # Terraform owns the tables
                 ignore_unknown_values=True,  # rows carry the output line's own key/status members
                 max_bad_records=0,
             )

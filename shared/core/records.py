@@ -306,6 +306,7 @@ class Run(_Record):
     held_at: str = ""  # when the budget guard held it for approval
     decision: dict[str, str] = field(default_factory=dict)  # {"verdict": approved|rejected|expired, "at", "why"}
     budget_day: str = ""  # the UTC day its jobs count against (MAX_DAILY_COST_USD)
+    created_at: str = ""  # when the run was first claimed (its age, for RUN_SLA_SECONDS)
 
 
 @dataclass

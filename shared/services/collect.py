@@ -111,6 +111,9 @@ def collect(message: dict[str, Any], settings: Settings, ports: Ports, inv: Invo
         claim.move("collected")
         log.info("results loaded", extra={**fields, "rows": sum(record.counts.values()), "counts": record.counts,
                                           "retried": record.retried})  # fmt: skip
+        model = record.staged.get("model", "")
+        for outcome, rows in sorted(record.counts.items()):  # one line an outcome: the rows_loaded metric sums them
+            log.info("rows collected", extra={**fields, "outcome": outcome, "model": model, "rows": rows})
         result = "collected"
     ledger.deactivate(record)
     complete_run(ledger, settings, ports, inv, run_id)
@@ -196,7 +199,7 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
                         retry_out = stack.enter_context(ports.store.writer(retry_uri))
                     retry_out.write(line + b"\n")
                     retry += 1
-    record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry}
+    record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry, "model": run.model}
     if retry:
         # Counted against the day it is queued, when the run's own spend is counted (not a run of an earlier release).
         record.staged["retry_estimate"] = retry_estimate(run, price, record, retry) if run.budget_day else {}

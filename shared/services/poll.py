@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from shared.config import Settings
-from shared.core.errors import PipelineError, RefusedError
+from shared.core.errors import ConflictError, PipelineError, RefusedError
 from shared.core.failures import JOB_GONE
 from shared.core.ids import job_key
 from shared.core.records import (
@@ -69,6 +69,7 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
             "resumed",
             "nudged",
             "expired",
+            "overdue",
             "errors",
         ),
         0,
@@ -285,6 +286,8 @@ def _follow_run(
         return
     run, generation = found
     lapsed = lease_left(run.claimed_at, now, settings.lease_seconds) <= 0
+    if not (run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced)):
+        _check_sla(ledger, settings, run, now, counts)
     if run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced):
         ledger.deactivate_run(run_id)
     elif not lapsed:
@@ -329,3 +332,22 @@ def _expire(
         hours = settings.approval_timeout_seconds / 3600
         decline(claim, settings, ports, "expired", f"no approve or reject message within {hours:g} h")
     counts["expired"] += 1
+
+
+def _check_sla(ledger: Ledger, settings: Settings, run: Run, now: datetime, counts: dict[str, int]) -> None:
+    """A run not complete RUN_SLA_SECONDS after it was created is logged "run overdue", once.
+
+    Once: a create-only marker (``ledger/overdue/<run>``), never a write to the run record,
+    which its holder may be updating.
+    """
+    created = run.created_at or run.updated_at
+    if not created or lease_left(created, now, settings.run_sla_seconds) > 0:
+        return
+    try:
+        ledger.store.write(f"{ledger.root}/overdue/{run.run_id}", stamp(now).encode(), if_generation_match=0)
+    except ConflictError:
+        return  # logged before
+    age = (now - datetime.fromisoformat(created)).total_seconds() / 3600
+    counts["overdue"] += 1
+    extra = {"run_id": run.run_id, "status": run.status, "age_hours": round(age, 2)}
+    log.warning("run overdue", extra={**extra, "sla_hours": round(settings.run_sla_seconds / 3600, 3)})

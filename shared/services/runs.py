@@ -92,7 +92,18 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
         run.announced = True
         claim.move("announce")
     ledger.deactivate_run(run_id)
-    log.info("run complete", extra={"run_id": run_id, "counts": summary["counts"]})
+    rows = sum(summary["counts"].values())
+    failed = summary["counts"].get("FAILED", 0) + summary["counts"].get("MISSING", 0)
+    log.info(
+        "run complete",
+        extra={
+            "run_id": run_id,
+            "model": run.model,
+            "counts": summary["counts"],
+            "rows": rows,
+            "failed_share": round(failed / rows, 6) if rows else 0.0,  # the run_failed_share metric
+        },
+    )
     return "announced"
 
 

@@ -86,6 +86,7 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
         generation=generation or "",
         origin=sub.origin,
         updated_at=stamp(inv.now()),
+        created_at=stamp(inv.now()),
         display_name=sub.display_name,
         labels=dict(sub.labels),
         # A guarded run starts no job before its whole file is estimated (and passed): frozen here, so

@@ -14,7 +14,7 @@ variables {
   source_zip    = "../build/submit_batch.zip"
   environment   = { GCP_PROJECT = "my-project" }
   trigger       = { event_type = "google.cloud.storage.object.v1.finalized", bucket = "gbp-input-my-project" }
-  runtime_roles = ["roles/aiplatform.user"]
+  runtime_roles = ["projects/my-project/roles/gbp_vertex_jobs"]
 }
 
 run "storage_triggered" {

@@ -74,8 +74,36 @@ run "pipeline" {
     error_message = "the GCS service agent may publish finalize events"
   }
   assert {
-    condition     = toset(keys(google_bigquery_dataset_iam_member.writers)) == toset(["submit_batch", "submit_request", "collect_results"])
-    error_message = "only the functions that load rows may write to the dataset"
+    condition     = toset([for key, grant in google_bigquery_table_iam_member.tables : grant.table_id]) == toset(["predictions", "batch_jobs", "latest_predictions"]) && length(google_bigquery_table_iam_member.tables) == 12
+    error_message = "every function reads and appends to the pipeline's tables (the poller loads windows), and nothing else of BigQuery"
+  }
+  assert {
+    condition     = alltrue([for key, grant in google_bigquery_table_iam_member.tables : grant.role == google_project_iam_custom_role.pipeline["bigquery_tables"].id])
+    error_message = "table grants are the custom role, not dataEditor"
+  }
+  assert {
+    condition     = !contains(google_project_iam_custom_role.pipeline["bigquery_tables"].permissions, "bigquery.tables.delete") && !contains(google_project_iam_custom_role.pipeline["bigquery_tables"].permissions, "bigquery.tables.create")
+    error_message = "the functions can neither delete nor create tables"
+  }
+  assert {
+    condition = alltrue(flatten([
+      for name, fn in module.function : [for role in fn.runtime_roles : !startswith(role, "roles/")]
+    ]))
+    error_message = "no predefined project role for any runtime (no project-wide aiplatform.user, no jobUser)"
+  }
+  assert {
+    condition     = toset(google_project_iam_custom_role.pipeline["vertex_jobs"].permissions) == toset(["aiplatform.batchPredictionJobs.create", "aiplatform.batchPredictionJobs.get", "aiplatform.batchPredictionJobs.list"]) && toset(google_project_iam_custom_role.pipeline["vertex_cancel"].permissions) == toset(["aiplatform.batchPredictionJobs.cancel"])
+    error_message = "the Vertex roles are exactly the batch-job calls the adapter makes"
+  }
+  assert {
+    condition = alltrue([
+      for name, fn in module.function : contains(fn.runtime_roles, "projects/my-project/roles/gbp_vertex_cancel") == (name == "poll_batches")
+    ])
+    error_message = "only the poller cancels jobs"
+  }
+  assert {
+    condition     = length(google_storage_bucket_iam_member.vertex_agent_work.condition) == 1 && !strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "ledger/") && !strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "rows/") && strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "objects/staging/\")") && strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "objects/outputs/\")")
+    error_message = "the Vertex AI service agent reaches staged inputs and outputs only, never the ledger"
   }
   assert {
     condition = alltrue(flatten([
@@ -130,6 +158,53 @@ run "load_window_seconds_is_validated" {
   command = plan
   variables { load_window_seconds = 60 }
   expect_failures = [var.load_window_seconds]
+}
+
+run "observability" {
+  command = plan
+  variables {
+    alert_emails  = ["ops@example.com", "oncall@example.com"]
+    run_sla_hours = 12
+  }
+  assert {
+    condition     = length(google_monitoring_notification_channel.email) == 2 && alltrue([for c in google_monitoring_notification_channel.email : c.type == "email"])
+    error_message = "one email notification channel per address"
+  }
+  assert {
+    condition = alltrue(concat(
+      [for p in google_monitoring_alert_policy.counters : length(p.notification_channels) == 2 && length(p.documentation[0].content) > 100],
+      [for p in [google_monitoring_alert_policy.error_rate, google_monitoring_alert_policy.failed_share, google_monitoring_alert_policy.poll_silence] : length(p.notification_channels) == 2 && length(p.documentation[0].content) > 100],
+    ))
+    error_message = "every alert notifies the channels and says what to do"
+  }
+  assert {
+    condition     = toset(keys(google_monitoring_alert_policy.counters)) == toset(["events_dropped", "stuck_jobs", "runs_overdue", "dead_letters"])
+    error_message = "the alerts the README lists"
+  }
+  assert {
+    condition     = toset(keys(google_logging_metric.pipeline)) == toset(["rows_loaded", "runs_completed", "runs_rejected", "runs_awaiting_approval", "runs_overdue", "run_failed_share", "function_events", "stuck_jobs", "handler_seconds", "poll_ticks"])
+    error_message = "the log-based metrics the README lists"
+  }
+  assert {
+    condition     = alltrue([for m in google_logging_metric.pipeline : startswith(m.name, "gbp/") && strcontains(m.filter, "jsonPayload.logger=~\"^gbp\"")])
+    error_message = "metrics are named under the prefix and read only the pipeline's own log lines"
+  }
+  assert {
+    condition     = length(jsondecode(google_monitoring_dashboard.pipeline.dashboard_json).mosaicLayout.tiles) == 16 && strcontains(google_monitoring_dashboard.pipeline.dashboard_json, "logging.googleapis.com/user/gbp/rows_loaded")
+    error_message = "the dashboard is valid JSON over the pipeline's metrics"
+  }
+  assert {
+    condition     = alltrue([for name, fn in module.function : fn.environment["RUN_SLA_SECONDS"] == "43200"])
+    error_message = "the poller logs overdue runs at the SLA the alert is named for"
+  }
+}
+
+run "no_alert_emails_means_no_channels" {
+  command = plan
+  assert {
+    condition     = length(google_monitoring_notification_channel.email) == 0 && length(google_monitoring_alert_policy.error_rate.notification_channels) == 0
+    error_message = "without emails the alerts open incidents only"
+  }
 }
 
 run "budget_limits_are_unset_by_default_and_passed_on_when_set" {
@@ -190,8 +265,8 @@ run "longest_name_prefix" {
   variables { name_prefix = "a-twenty-char-prefix" }
 
   assert {
-    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", google_service_account.scheduler.account_id))
-    error_message = "the scheduler's service account id is valid with the longest prefix"
+    condition     = alltrue([for key, role in google_project_iam_custom_role.pipeline : can(regex("^[a-zA-Z0-9_.]{3,64}$", role.role_id))])
+    error_message = "custom role ids are valid with the longest prefix"
   }
   assert {
     condition     = length(google_storage_bucket.input.name) <= 63 && length(google_storage_bucket.work.name) <= 63

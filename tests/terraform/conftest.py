@@ -87,6 +87,9 @@ def make_workdir(folder: Path, version: str, change: Callable[[Path], None] | No
     root = folder / "repo"
     shutil.copytree(ROOT / "terraform", root / "terraform", ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
     shutil.copytree(ROOT / "shared" / "core" / "schemas", root / "shared" / "core" / "schemas")
+    (root / "shared" / "adapters").mkdir(parents=True)
+    for permissions in (ROOT / "shared" / "adapters").glob("*.permissions.json"):  # the custom roles' lists
+        shutil.copy(permissions, root / "shared" / "adapters" / permissions.name)
     (root / "build").mkdir()
     for function in sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "main.py").exists()):
         build(function, root / "build")

@@ -35,3 +35,8 @@ output "size" {
     cpu    = google_cloudfunctions2_function.function.service_config[0].available_cpu
   }
 }
+
+output "runtime_roles" {
+  description = "Project-level roles of the runtime service account."
+  value       = [for grant in google_project_iam_member.runtime : grant.role]
+}
