@@ -105,13 +105,25 @@ resource "google_logging_metric" "pipeline" {
   }
   label_extractors = each.value.labels
   value_extractor  = each.value.value
+  # A share in [0, 1]: 100 buckets of 0.01 (a percentile is then exact to a point, whatever the
+  # threshold); rows and seconds: exponential.
   dynamic "bucket_options" {
-    for_each = each.value.value == null ? [] : [each.key]
+    for_each = each.value.value != null && each.key == "run_failed_share" ? [each.key] : []
+    content {
+      linear_buckets {
+        num_finite_buckets = 100
+        width              = 0.01
+        offset             = 0
+      }
+    }
+  }
+  dynamic "bucket_options" {
+    for_each = each.value.value != null && each.key != "run_failed_share" ? [each.key] : []
     content {
       exponential_buckets {
         num_finite_buckets = 32
         growth_factor      = 2
-        scale              = each.key == "run_failed_share" ? 0.0001 : 0.01
+        scale              = 0.01
       }
     }
   }
@@ -146,9 +158,14 @@ locals {
       doc    = "A run has not completed within run_sla_hours of its upload. `jsonPayload.message=\"run overdue\"` gives `run_id` and `status`: AWAITING_APPROVAL waits for a person (approve or reject it); SUBMITTING, a large file still staging or a submitter failing (its events' errors); RUNNING, jobs queued behind MAX_CONCURRENT_JOBS or slow on Vertex (`ledger/jobs/<run>/`, `batch_jobs`)."
     }
     dead_letters = {
-      title  = "messages reached the dead-letter topic"
-      filter = "metric.type=\"pubsub.googleapis.com/topic/send_message_operation_count\" AND resource.type=\"pubsub_topic\" AND resource.label.topic_id=\"${google_pubsub_topic.topics["dead-letter"].name}\""
-      doc    = "Events were retried until their subscription gave up and dead-lettered them. Pull them from a subscription on the dead-letter topic, find why in the function's log lines (`jsonPayload.message=\"event failed: will be retried\"`), fix the cause, and republish them to their topic: every handler is idempotent."
+      title  = "messages wait in the dead-letter subscription"
+      filter = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
+      doc    = "Events were retried until their subscription gave up and dead-lettered them; they wait in the `${google_pubsub_subscription.dead_letters.name}` subscription (kept 7 days). Pull them, find why in the function's log lines (`jsonPayload.message=\"event failed: will be retried\"`), fix the cause, and republish them to their topic: every handler is idempotent. Acknowledge them once done."
+    }
+    function_5xx = {
+      title  = "a function answered 5xx (failed, timed out or crashed)"
+      filter = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.label.service_name=starts_with(\"${var.name_prefix}-\") AND metric.label.response_code_class=\"5xx\""
+      doc    = "A function's request failed on Cloud Run: an event that failed (retried), but also an instance killed at its timeout or out of memory, which no log line of ours reports. If the function's `event failed` lines do not explain it, look at its Cloud Run logs for `Memory limit` or a timeout, and at its size in `functions.tf` (README: Capacity). Retries go on; a steady rate is a bug or an undersized function."
     }
   }
 }
@@ -158,6 +175,9 @@ resource "google_monitoring_alert_policy" "counters" {
   display_name          = "${var.name_prefix}: ${each.value.title}"
   combiner              = "OR"
   notification_channels = local.channels
+  alert_strategy {
+    auto_close = "1800s" # a log metric goes silent rather than back to 0: close the incident after 30 min
+  }
   conditions {
     display_name = each.value.title
     condition_threshold {
@@ -227,7 +247,7 @@ resource "google_monitoring_alert_policy" "failed_share" {
       threshold_value = var.alert_thresholds.failed_share
       duration        = "0s"
       aggregations {
-        alignment_period     = "3600s"
+        alignment_period     = "300s" # few runs complete in 5 min: their p99 is their worst
         per_series_aligner   = "ALIGN_PERCENTILE_99"
         cross_series_reducer = "REDUCE_MAX"
       }
@@ -268,8 +288,8 @@ resource "google_monitoring_alert_policy" "poll_silence" {
 
 resource "google_monitoring_dashboard" "pipeline" {
   dashboard_json = templatefile("${path.module}/dashboards/pipeline.json", {
-    prefix      = var.name_prefix
-    dead_letter = google_pubsub_topic.topics["dead-letter"].name
+    prefix       = var.name_prefix
+    dead_letters = google_pubsub_subscription.dead_letters.name
   })
   depends_on = [google_logging_metric.pipeline]
 }

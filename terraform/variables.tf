@@ -176,8 +176,8 @@ variable "alert_thresholds" {
   default     = {}
   nullable    = false
   validation {
-    condition     = var.alert_thresholds.error_rate > 0 && var.alert_thresholds.error_rate <= 1 && var.alert_thresholds.failed_share > 0 && var.alert_thresholds.failed_share <= 1 && var.alert_thresholds.poll_silence >= 180
-    error_message = "error_rate and failed_share are shares in (0, 1]; poll_silence is at least 180 s (three ticks)."
+    condition     = var.alert_thresholds.error_rate > 0 && var.alert_thresholds.error_rate <= 1 && var.alert_thresholds.failed_share > 0 && var.alert_thresholds.failed_share <= 1 && var.alert_thresholds.poll_silence >= 180 && var.alert_thresholds.poll_silence <= 84600 && var.alert_thresholds.poll_silence % 60 == 0
+    error_message = "error_rate and failed_share are shares in (0, 1]; poll_silence is whole minutes from 180 s (three ticks) to 84,600 s (Monitoring's longest absence)."
   }
 }
 

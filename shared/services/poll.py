@@ -343,8 +343,11 @@ def _check_sla(ledger: Ledger, settings: Settings, run: Run, now: datetime, coun
     created = run.created_at or run.updated_at
     if not created or lease_left(created, now, settings.run_sla_seconds) > 0:
         return
+    marker = f"{ledger.root}/overdue/{run.run_id}"
+    if ledger.store.generation(marker) is not None:
+        return  # logged before (a metadata read each tick, not a refused write)
     try:
-        ledger.store.write(f"{ledger.root}/overdue/{run.run_id}", stamp(now).encode(), if_generation_match=0)
+        ledger.store.write(marker, stamp(now).encode(), if_generation_match=0)
     except ConflictError:
         return  # logged before
     age = (now - datetime.fromisoformat(created)).total_seconds() / 3600

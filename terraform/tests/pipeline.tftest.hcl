@@ -178,7 +178,7 @@ run "observability" {
     error_message = "every alert notifies the channels and says what to do"
   }
   assert {
-    condition     = toset(keys(google_monitoring_alert_policy.counters)) == toset(["events_dropped", "stuck_jobs", "runs_overdue", "dead_letters"])
+    condition     = toset(keys(google_monitoring_alert_policy.counters)) == toset(["events_dropped", "stuck_jobs", "runs_overdue", "dead_letters", "function_5xx"])
     error_message = "the alerts the README lists"
   }
   assert {
@@ -190,8 +190,12 @@ run "observability" {
     error_message = "metrics are named under the prefix and read only the pipeline's own log lines"
   }
   assert {
-    condition     = length(jsondecode(google_monitoring_dashboard.pipeline.dashboard_json).mosaicLayout.tiles) == 16 && strcontains(google_monitoring_dashboard.pipeline.dashboard_json, "logging.googleapis.com/user/gbp/rows_loaded")
+    condition     = length(jsondecode(google_monitoring_dashboard.pipeline.dashboard_json).mosaicLayout.tiles) == 16 && strcontains(google_monitoring_dashboard.pipeline.dashboard_json, "logging.googleapis.com/user/gbp/function_events") && strcontains(google_monitoring_dashboard.pipeline.dashboard_json, "user_gbp_rows_loaded_sum")
     error_message = "the dashboard is valid JSON over the pipeline's metrics"
+  }
+  assert {
+    condition     = google_pubsub_subscription.dead_letters.topic == google_pubsub_topic.topics["dead-letter"].id && google_pubsub_subscription.dead_letters.message_retention_duration == "604800s"
+    error_message = "dead letters are kept a week in a subscription (a topic without one drops them), the alert watches its backlog"
   }
   assert {
     condition     = alltrue([for name, fn in module.function : fn.environment["RUN_SLA_SECONDS"] == "43200"])

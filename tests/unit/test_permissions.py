@@ -24,7 +24,9 @@ VERTEX_CALLS = {
 }
 BIGQUERY_CALLS = {
     "load_table_from_uri": {"bigquery.jobs.create", "bigquery.tables.get", "bigquery.tables.updateData"},
-    "get_job": {"bigquery.jobs.create"},  # its own jobs: their creator reads them
+    # A load job's id is in the ledger: the function that reads it back may not be the one that made it
+    # (a collector completing a submitter's run, a resumed submission): jobs.get, not only the creator's right.
+    "get_job": {"bigquery.jobs.get"},
     ".query(": {"bigquery.jobs.create", "bigquery.tables.get", "bigquery.tables.getData"},
 }
 
