@@ -34,6 +34,7 @@ VARIABLES: Final = {
     "max_concurrent_jobs": "MAX_CONCURRENT_JOBS",
     "create_backoff_seconds": "CREATE_BACKOFF_SECONDS",
     "load_window_seconds": "LOAD_WINDOW_SECONDS",
+    "vertex_bucket": "VERTEX_BUCKET",
     "prices_uri": "PRICES_URI",
     "max_run_cost_usd": "MAX_RUN_COST_USD",
     "max_daily_cost_usd": "MAX_DAILY_COST_USD",
@@ -100,6 +101,10 @@ class Settings:
     # Rows files of a table are loaded together, one load job per window this long (BigQuery takes
     # 1,500 loads per table per day: 120 s is at most 720); 0 loads each file at once.
     load_window_seconds: int = 120
+    # Where Vertex reads staged inputs and writes predictions (``staging/``, ``outputs/``): a bucket of
+    # its own, so that the Vertex AI service agent (shared by every Vertex workload of the project)
+    # reaches nothing else; "" = the work bucket (the local cloud, deployments of earlier releases).
+    vertex_bucket: str = ""
     prices_uri: str = ""  # a gs:// price table replacing the one shipped (negotiated prices); "" = shipped
     # Budget guard (None = no limit): a run whose expected cost, or the UTC day's spend with it, is
     # over waits AWAITING_APPROVAL (an approve or reject message moves it on) for at most this long.
@@ -162,6 +167,11 @@ class Settings:
     def variables() -> tuple[str, ...]:
         """Every variable read (for the Terraform cross-reference tests)."""
         return tuple(VARIABLES.values())
+
+    @property
+    def io_bucket(self) -> str:
+        """The bucket of Vertex's inputs and outputs."""
+        return self.vertex_bucket or self.work_bucket
 
     @property
     def budget_guard(self) -> bool:

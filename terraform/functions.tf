@@ -11,6 +11,7 @@ locals {
     INPUT_BUCKET         = google_storage_bucket.input.name
     INPUT_PREFIX         = var.input_prefix
     WORK_BUCKET          = google_storage_bucket.work.name
+    VERTEX_BUCKET        = google_storage_bucket.vertex.name
     BQ_DATASET           = google_bigquery_dataset.pipeline.dataset_id
     BATCH_REQUESTS_TOPIC = local.topic_names["batch-requests"]
     BATCH_FINISHED_TOPIC = local.topic_names["batch-finished"]

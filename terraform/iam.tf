@@ -16,27 +16,68 @@ resource "google_project_iam_member" "gcs_agent_publishes" {
   member  = "serviceAccount:${data.google_storage_project_service_account.gcs_agent.email_address}"
 }
 
-# The Vertex AI service agent (shared by every Vertex workload of the project) reads the staged
-# inputs and writes predictions: on those two prefixes of the work bucket only (and the bucket's
-# own metadata, which listing needs), never the ledger, the rows or anything else.
-locals {
-  vertex_prefixes = ["staging/", "outputs/"]
-  vertex_condition = join(" || ", concat(
-    ["resource.type == \"storage.googleapis.com/Bucket\""],
-    [for prefix in local.vertex_prefixes : "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.work.name}/objects/${prefix}\")"],
-  ))
-}
-
-# objectAdmin, conditioned: read the inputs, write (and replace) predictions under its job's folder.
-resource "google_storage_bucket_iam_member" "vertex_agent_work" {
-  bucket = google_storage_bucket.work.name
+# The Vertex AI service agent reads the staged inputs and writes predictions: in the Vertex I/O
+# bucket, which holds nothing else (the ledger and the rows are in the work bucket).
+resource "google_storage_bucket_iam_member" "vertex_agent_io" {
+  bucket = google_storage_bucket.vertex.name
   role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${google_project_service_identity.vertex_agent.email}"
-  condition {
-    title       = "vertex-io-only"
-    description = "Staged inputs (read) and predictions (write): not the ledger, not the rows."
-    expression  = local.vertex_condition
+}
+
+# The agent's own project role (roles/aiplatform.serviceAgent, granted by Google) reaches the
+# project's buckets: a deny policy keeps it out of the work bucket (the ledger, the rows, reports),
+# by a tag on that bucket (deny conditions can only name tags). Creating it needs the deployer to
+# hold roles/iam.denyAdmin and roles/resourcemanager.tagAdmin + tagUser on the project
+# (isolate_work_bucket = false skips it, README: deploy).
+resource "google_tags_tag_key" "private" {
+  count       = var.isolate_work_bucket ? 1 : 0
+  parent      = "projects/${var.project_id}"
+  short_name  = "${var.name_prefix}-private"
+  description = "gemini-batch-pipeline: buckets the Vertex AI service agent must not reach (a deny policy names it)."
+  depends_on  = [google_project_service.apis]
+}
+
+resource "google_tags_tag_value" "private" {
+  count       = var.isolate_work_bucket ? 1 : 0
+  parent      = google_tags_tag_key.private[0].id
+  short_name  = "true"
+  description = "The work bucket: ledger, rows, reports."
+}
+
+resource "google_tags_location_tag_binding" "work_private" {
+  count     = var.isolate_work_bucket ? 1 : 0
+  parent    = "//storage.googleapis.com/projects/_/buckets/${google_storage_bucket.work.name}"
+  tag_value = google_tags_tag_value.private[0].id
+  location  = var.region
+}
+
+resource "google_iam_deny_policy" "vertex_agent_work" {
+  count        = var.isolate_work_bucket ? 1 : 0
+  parent       = urlencode("cloudresourcemanager.googleapis.com/projects/${var.project_id}")
+  name         = "${var.name_prefix}-vertex-agent-work"
+  display_name = "gemini-batch-pipeline: the Vertex AI service agent stays out of the work bucket"
+  rules {
+    description = "The ledger, the rows and the reports are the pipeline's: Vertex reads and writes its own bucket only."
+    deny_rule {
+      denied_principals  = ["principal://iam.googleapis.com/projects/-/serviceAccounts/${google_project_service_identity.vertex_agent.email}"]
+      denied_permissions = local.vertex_denied_permissions
+      denial_condition {
+        title      = "the work bucket"
+        expression = "resource.matchTagId('${google_tags_tag_key.private[0].id}', '${google_tags_tag_value.private[0].id}')"
+      }
+    }
   }
+  depends_on = [google_tags_location_tag_binding.work_private, google_project_service.apis]
+}
+
+locals {
+  vertex_denied_permissions = [
+    "storage.googleapis.com/objects.get",
+    "storage.googleapis.com/objects.list",
+    "storage.googleapis.com/objects.create",
+    "storage.googleapis.com/objects.update",
+    "storage.googleapis.com/objects.delete",
+  ]
 }
 
 # submit_batch reads uploads and writes rejection reports next to them.
@@ -53,10 +94,18 @@ resource "google_storage_bucket_iam_member" "submit_request_input" {
   member = local.runtimes["submit_request"]
 }
 
-# Every function keeps the ledger, staging, outputs and rows in the work bucket.
+# Every function keeps the ledger, the rows and the reports in the work bucket.
 resource "google_storage_bucket_iam_member" "work" {
   for_each = local.runtimes
   bucket   = google_storage_bucket.work.name
+  role     = "roles/storage.objectUser"
+  member   = each.value
+}
+
+# Every function stages inputs for Vertex and reads its outputs in the Vertex I/O bucket.
+resource "google_storage_bucket_iam_member" "vertex_io" {
+  for_each = local.runtimes
+  bucket   = google_storage_bucket.vertex.name
   role     = "roles/storage.objectUser"
   member   = each.value
 }
@@ -141,6 +190,7 @@ resource "google_project_iam_custom_role" "pipeline" {
   title       = each.value.title
   description = "Exactly what the pipeline's code calls (shared/adapters/*.permissions.json)."
   permissions = each.value.permissions
+  depends_on  = [google_project_service.apis]
 }
 
 # Each function reads and appends to the pipeline's two tables and reads the view: nothing more.

@@ -60,6 +60,38 @@ resource "google_storage_bucket" "work" {
   depends_on = [google_project_service.apis]
 }
 
+# Vertex's inputs and outputs (staging/, outputs/), in a bucket of their own: the Vertex AI service
+# agent is shared by every Vertex workload of the project and gets this bucket, nothing else of ours.
+resource "google_storage_bucket" "vertex" {
+  name                        = "${var.name_prefix}-vertex-${local.bucket_suffix}"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = var.labels
+  # As the work bucket's: deleted a while after their run's custom time, with a backstop.
+  lifecycle_rule {
+    condition {
+      days_since_custom_time = var.work_retention_days
+      matches_prefix         = ["staging/", "outputs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  lifecycle_rule {
+    condition {
+      age            = var.work_backstop_days
+      matches_prefix = ["staging/", "outputs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  # checkov:skip=CKV_GCP_62: access logs go to Cloud Audit Logs (data access) when the user enables them
+  # checkov:skip=CKV_GCP_78: every file is written once under its holder's own name; versions would only pile up
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_storage_bucket" "source" {
   name                        = "${var.name_prefix}-source-${local.bucket_suffix}"
   location                    = var.region

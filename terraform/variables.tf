@@ -181,6 +181,13 @@ variable "alert_thresholds" {
   }
 }
 
+variable "isolate_work_bucket" {
+  type        = bool
+  description = "Deny the Vertex AI service agent (its Google-granted project role reaches every bucket) the work bucket: ledger, rows, reports. Needs roles/iam.denyAdmin and tag admin/user for the deployer; false skips it (the agent could then read the ledger)."
+  default     = true
+  nullable    = false
+}
+
 variable "poll_schedule" {
   type        = string
   description = "Cloud Scheduler cron of the poll tick."

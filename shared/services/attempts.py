@@ -34,7 +34,7 @@ _STATUS_OF: Final = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ALREADY_EX
 
 def output_prefix(settings: Settings, run_id: str, chunk: int, attempt: int) -> str:
     """The job attempt's own ``dest`` (Vertex's output folder name cannot be predicted)."""
-    return f"gs://{settings.work_bucket}/outputs/{run_id}/{job_key(run_id, chunk, attempt)}"
+    return f"gs://{settings.io_bucket}/outputs/{run_id}/{job_key(run_id, chunk, attempt)}"
 
 
 def finished_message(record: JobRecord) -> dict[str, Any]:

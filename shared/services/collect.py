@@ -157,7 +157,7 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
     tag = f"g{claim.generation}"  # this holder's own names: a replaced holder cannot overwrite its successor's
     rows_uri = f"gs://{settings.work_bucket}/rows/{record.run_id}/{key}.{tag}.ndjson"
     next_key = job_key(record.run_id, record.chunk, record.attempt + 1)
-    retry_uri = f"gs://{settings.work_bucket}/staging/{record.run_id}/{next_key}.{tag}.jsonl"
+    retry_uri = f"gs://{settings.io_bucket}/staging/{record.run_id}/{next_key}.{tag}.jsonl"
     loaded_at = stamp(claim.inv.now())
     found = claim.ledger.get_run(record.run_id)
     if found is None:

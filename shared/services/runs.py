@@ -32,6 +32,7 @@ from shared.services.windows import settle
 log = logging.getLogger("gbp.runs")
 ANNOUNCE_NEEDS: Final = 30.0
 WORK_PREFIXES: Final = ("staging", "rows", "outputs")
+VERTEX_PREFIXES: Final = ("staging", "outputs")  # in the Vertex I/O bucket when it is another
 
 
 def latest_attempts(records: list[JobRecord]) -> dict[int, JobRecord]:
@@ -46,8 +47,11 @@ def latest_attempts(records: list[JobRecord]) -> dict[int, JobRecord]:
 def release_work_files(settings: Settings, ports: Ports, run_id: str, now: datetime) -> int:
     """Give every work file of a finished run its custom time (the lifecycle rule counts from it)."""
     marked = 0
-    for prefix in WORK_PREFIXES:
-        for uri in ports.store.list(f"gs://{settings.work_bucket}/{prefix}/{run_id}/"):
+    folders = [f"gs://{settings.work_bucket}/{prefix}/{run_id}/" for prefix in WORK_PREFIXES]
+    if settings.io_bucket != settings.work_bucket:  # and those of runs staged before it existed, in the work bucket
+        folders += [f"gs://{settings.io_bucket}/{prefix}/{run_id}/" for prefix in VERTEX_PREFIXES]
+    for folder in folders:
+        for uri in ports.store.list(folder):
             ports.store.set_custom_time(uri, now)
             marked += 1
     return marked

@@ -354,7 +354,7 @@ def _stage(
     keys.add_sealed(_read_keys(ports, uri) for uri in staged["keys"])
     # This holder's files go under a prefix of its own (its claim's generation): a holder that
     # was replaced can never overwrite what its successor staged.
-    prefix = f"gs://{settings.work_bucket}/staging/{run.run_id}/s{claim.generation}"
+    prefix = f"gs://{settings.io_bucket}/staging/{run.run_id}/s{claim.generation}"
     stage = _Chunks(claim, ports, prefix, keys, estimator)
     budget_end = staged["offset"] + settings.submit_bytes_per_invocation
     early = _early(run, settings)  # jobs start as chunks are recorded

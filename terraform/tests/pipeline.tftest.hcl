@@ -66,7 +66,7 @@ run "pipeline" {
     error_message = "tables are protected from deletion by default"
   }
   assert {
-    condition     = google_storage_bucket_iam_member.vertex_agent_work.member == "serviceAccount:service-1@gcp-sa-aiplatform.iam.gserviceaccount.com"
+    condition     = google_storage_bucket_iam_member.vertex_agent_io.member == "serviceAccount:service-1@gcp-sa-aiplatform.iam.gserviceaccount.com" && google_storage_bucket_iam_member.vertex_agent_io.bucket == google_storage_bucket.vertex.name
     error_message = "the Vertex AI service agent may write outputs to the work bucket"
   }
   assert {
@@ -102,8 +102,23 @@ run "pipeline" {
     error_message = "only the poller cancels jobs"
   }
   assert {
-    condition     = length(google_storage_bucket_iam_member.vertex_agent_work.condition) == 1 && !strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "ledger/") && !strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "rows/") && strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "objects/staging/\")") && strcontains(google_storage_bucket_iam_member.vertex_agent_work.condition[0].expression, "objects/outputs/\")")
-    error_message = "the Vertex AI service agent reaches staged inputs and outputs only, never the ledger"
+    condition = alltrue([
+      for grant in concat([google_storage_bucket_iam_member.vertex_agent_io], values(google_storage_bucket_iam_member.work), [google_storage_bucket_iam_member.submit_batch_input, google_storage_bucket_iam_member.submit_request_input]) :
+      grant.bucket != google_storage_bucket.work.name || !strcontains(grant.member, "gcp-sa-aiplatform")
+    ])
+    error_message = "nothing of ours grants the Vertex AI service agent the work bucket (the ledger, the rows)"
+  }
+  assert {
+    condition     = toset(google_iam_deny_policy.vertex_agent_work[0].rules[0].deny_rule[0].denied_principals) == toset(["principal://iam.googleapis.com/projects/-/serviceAccounts/service-1@gcp-sa-aiplatform.iam.gserviceaccount.com"]) && contains(google_iam_deny_policy.vertex_agent_work[0].rules[0].deny_rule[0].denied_permissions, "storage.googleapis.com/objects.get") && contains(google_iam_deny_policy.vertex_agent_work[0].rules[0].deny_rule[0].denied_permissions, "storage.googleapis.com/objects.list")
+    error_message = "the Vertex AI service agent is denied reading or listing the work bucket, whatever its Google-granted role allows"
+  }
+  assert {
+    condition     = google_tags_location_tag_binding.work_private[0].parent == "//storage.googleapis.com/projects/_/buckets/${google_storage_bucket.work.name}" && strcontains(google_iam_deny_policy.vertex_agent_work[0].rules[0].deny_rule[0].denial_condition[0].expression, google_tags_tag_value.private[0].id)
+    error_message = "the deny policy names the tag bound to the work bucket, and to no other"
+  }
+  assert {
+    condition     = alltrue([for name, fn in module.function : fn.environment["VERTEX_BUCKET"] == google_storage_bucket.vertex.name]) && length(google_storage_bucket_iam_member.vertex_io) == 4
+    error_message = "every function stages Vertex's inputs and reads its outputs in the Vertex I/O bucket"
   }
   assert {
     condition = alltrue(flatten([

@@ -101,6 +101,12 @@ def test_rows_carry_costs_that_sum_to_the_announced_total_and_the_cli_agrees_wit
     for name in ("requests", "input_tokens", "output_tokens_bound", "price_version", "worst_case_usd"):
         assert offline[name] == estimate[name], name
     assert offline["expected_usd"] == pytest.approx(estimate["expected_usd"], rel=1e-6)
+    # Vertex read and wrote the Vertex I/O bucket only (the wiring's VERTEX_BUCKET), never the work bucket.
+    for job in vertex_jobs(cloud, run_id):
+        assert job.src is not None and all(uri.startswith("gs://gbp-vertex/staging/") for uri in job.src.gcs_uri or [])
+        assert job.dest is not None and str(job.dest.gcs_uri).startswith("gs://gbp-vertex/outputs/")
+    work = storage_client(cloud).bucket("gbp-work")
+    assert not [b.name for p in ("staging", "outputs") for b in work.list_blobs(prefix=f"{p}/{run_id}/")]
     # The estimator's error on the emulator's own counts (its tokens follow the text).
     counted = sum(r["prompt_tokens"] for r in rows if r["prompt_tokens"])
     assert abs(estimate["input_tokens"] - counted) <= 0.1 * counted

@@ -740,3 +740,21 @@ def test_an_attempt_claimed_before_admission_existed_and_throttled_is_queued_wit
     assert job["status"] == "QUEUED" and job["queued_at"] and job["throttled"] == 1
     world.clock.advance(61)
     assert world.poll()["admitted"] == 1 and world.job()["status"] == "SUBMITTED" and world.jobs.creates == 1
+
+
+def test_vertex_reads_and_writes_only_its_own_bucket_when_there_is_one() -> None:
+    settings = dataclasses.replace(SETTINGS, vertex_bucket="vertex-io")
+    world = World([_line(f"q{i}", f"k{i}") for i in range(3)], settings)
+    assert world.submit() == "submitted"
+    jobs = list(world.jobs.jobs.values())
+    assert jobs and all(j["input"].startswith("gs://vertex-io/staging/r1/") for j in jobs)
+    assert all(j["dest"].startswith("gs://vertex-io/outputs/r1/") for j in jobs)
+    world.finish(answers={"k0": "Internal error (500)"})
+    world.drive()
+    assert world.job(0, 2)["input_uri"].startswith("gs://vertex-io/staging/r1/")  # the retry's input too
+    world.finish()
+    world.drive()
+    assert not [u for u in world.store.objects if u.startswith(("gs://work/staging/", "gs://work/outputs/"))]
+    assert [u for u in world.store.objects if u.startswith("gs://work/rows/r1/")]  # rows stay in the work bucket
+    released = [u for u in world.store.custom_times if u.startswith("gs://vertex-io/")]
+    assert released and world.run()["announced"]
