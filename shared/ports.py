@@ -32,6 +32,9 @@ class ObjectStore(Protocol):
     def writer(self, uri: str) -> AbstractContextManager[BinaryIO]:
         """A streaming writer for a large object (it appears whole when closed, never half-written)."""
 
+    def copy(self, source_uri: str, target_uri: str) -> None:
+        """Copy an object, server-side (however large), to another name or bucket."""
+
     def list(self, prefix_uri: str) -> list[str]:
         """URIs of the objects under a prefix."""
 

@@ -67,7 +67,9 @@ resource "google_iam_deny_policy" "vertex_agent_work" {
       }
     }
   }
-  depends_on = [google_tags_location_tag_binding.work_private, google_project_service.apis]
+  # After the functions that stage in the Vertex bucket serve (and, on an upgrade, once no job reads
+  # or writes the work bucket any more: README, deploy).
+  depends_on = [google_tags_location_tag_binding.work_private, google_project_service.apis, module.function]
 }
 
 locals {

@@ -111,7 +111,7 @@ resource "google_logging_metric" "pipeline" {
     for_each = each.value.value != null && each.key == "run_failed_share" ? [each.key] : []
     content {
       linear_buckets {
-        num_finite_buckets = 100
+        num_finite_buckets = 101 # 1.0 (every row failed) in a finite bucket too
         width              = 0.01
         offset             = 0
       }
@@ -162,10 +162,11 @@ locals {
       filter = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=\"${google_pubsub_subscription.dead_letters.name}\""
       doc    = "Events were retried until their subscription gave up and dead-lettered them; they wait in the `${google_pubsub_subscription.dead_letters.name}` subscription (kept 7 days). Pull them, find why in the function's log lines (`jsonPayload.message=\"event failed: will be retried\"`), fix the cause, and republish them to their topic: every handler is idempotent. Acknowledge them once done."
     }
+    # 500 is a handler's own "retry me" (a transient error, counted by the error-rate alert): not here.
     function_5xx = {
-      title  = "a function answered 5xx (failed, timed out or crashed)"
-      filter = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.label.service_name=starts_with(\"${var.name_prefix}-\") AND metric.label.response_code_class=\"5xx\""
-      doc    = "A function's request failed on Cloud Run: an event that failed (retried), but also an instance killed at its timeout or out of memory, which no log line of ours reports. If the function's `event failed` lines do not explain it, look at its Cloud Run logs for `Memory limit` or a timeout, and at its size in `functions.tf` (README: Capacity). Retries go on; a steady rate is a bug or an undersized function."
+      title  = "a function timed out or crashed (5xx other than its own 500)"
+      filter = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.label.service_name=starts_with(\"${var.name_prefix}-\") AND metric.label.response_code_class=\"5xx\" AND metric.label.response_code!=\"500\""
+      doc    = "A function's request ended in a 5xx that is not its own 500 (a transient error it asked to be retried): an instance killed at its timeout (504) or out of memory, which no log line of ours reports. Look at its Cloud Run logs for `Memory limit` or a timeout, and at its size in `functions.tf` (README: Capacity). The event is retried; a steady rate is a bug or an undersized function."
     }
   }
 }
@@ -288,8 +289,9 @@ resource "google_monitoring_alert_policy" "poll_silence" {
 
 resource "google_monitoring_dashboard" "pipeline" {
   dashboard_json = templatefile("${path.module}/dashboards/pipeline.json", {
-    prefix       = var.name_prefix
-    dead_letters = google_pubsub_subscription.dead_letters.name
+    prefix        = var.name_prefix
+    promql_prefix = replace(var.name_prefix, "-", "_") # PromQL metric names turn "-" into "_"
+    dead_letters  = google_pubsub_subscription.dead_letters.name
   })
   depends_on = [google_logging_metric.pipeline]
 }

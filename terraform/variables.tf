@@ -183,8 +183,8 @@ variable "alert_thresholds" {
 
 variable "isolate_work_bucket" {
   type        = bool
-  description = "Deny the Vertex AI service agent (its Google-granted project role reaches every bucket) the work bucket: ledger, rows, reports. Needs roles/iam.denyAdmin and tag admin/user for the deployer; false skips it (the agent could then read the ledger)."
-  default     = true
+  description = "Deny the Vertex AI service agent (its Google-granted project role reaches every bucket) the work bucket: ledger, rows, reports. Needs roles/iam.denyAdmin (granted on the organization) and tag admin/user for the deployer; on an upgrade, turn it on once no job of an earlier release runs (README: deploy)."
+  default     = false
   nullable    = false
 }
 

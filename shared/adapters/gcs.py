@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import BinaryIO, cast
 
 from google.api_core import exceptions as gexc
@@ -104,6 +105,15 @@ class GcsStore:
             batched = _Batched(out)
             yield cast(BinaryIO, batched)
             batched.flush()  # not when the block failed: the upload is cancelled, nothing appears
+
+    def copy(self, source_uri: str, target_uri: str) -> None:
+        """A server-side rewrite, call after call until done (a large object across buckets takes several)."""
+        source, target = self._blob(source_uri), self._blob(target_uri)
+        token: str | None = None
+        while True:
+            token, _, _ = call(f"copying {source_uri} to {target_uri}", partial(target.rewrite, source, token=token))
+            if token is None:
+                return
 
     def list(self, prefix_uri: str) -> list[str]:
         """Every object under a prefix (the emulator ignores match_glob: filter here)."""

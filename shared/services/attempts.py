@@ -116,6 +116,7 @@ def create_claimed(claim: Claim[JobRecord], settings: Settings, ports: Ports, ru
             job = ports.jobs.find(identity, record.location)  # a holder that died after creating must not bill twice
             outcome = "adopted"
             if job is None:
+                _into_vertex_bucket(claim, settings, ports)
                 claim.confirm("creating a batch job", CREATE_NEEDS)
                 try:
                     job = ports.jobs.create(
@@ -154,6 +155,24 @@ def create_claimed(claim: Claim[JobRecord], settings: Settings, ports: Ports, ru
         record.history.append({"state": job.state, "at": record.submitted_at})
         claim.move("submitted")
     return outcome
+
+
+def _into_vertex_bucket(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> None:
+    """An attempt recorded before the deployment had a Vertex bucket: its files move there before its job exists.
+
+    (Its input is copied, server-side; its outputs go to its own folder there.) Saved before the
+    create: a successor adopts the job with these paths, and the collector reads them.
+    """
+    record, io = claim.record, f"gs://{settings.io_bucket}/"
+    if record.input_uri.startswith(io) and record.dest_prefix.startswith(io):
+        return
+    if not record.input_uri.startswith(io):
+        moved = f"{io}staging/{record.run_id}/{job_key(record.run_id, record.chunk, record.attempt)}.moved.jsonl"
+        ports.store.copy(record.input_uri, moved)
+        record.input_uri = moved
+    record.dest_prefix = output_prefix(settings, record.run_id, record.chunk, record.attempt)
+    claim.save()
+    log.info("attempt moved to the Vertex bucket", extra={"run_id": record.run_id, "gcs_uri": record.input_uri})
 
 
 def redrive(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, record: JobRecord) -> str:

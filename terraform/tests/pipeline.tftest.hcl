@@ -18,8 +18,9 @@ mock_provider "google-beta" {
 }
 
 variables {
-  project_id = "my-project"
-  labels     = { app = "gemini-batch-pipeline" }
+  project_id          = "my-project"
+  labels              = { app = "gemini-batch-pipeline" }
+  isolate_work_bucket = true
 }
 
 # apply with mocked providers: nothing is created, every computed value is known (mocked).
@@ -67,7 +68,7 @@ run "pipeline" {
   }
   assert {
     condition     = google_storage_bucket_iam_member.vertex_agent_io.member == "serviceAccount:service-1@gcp-sa-aiplatform.iam.gserviceaccount.com" && google_storage_bucket_iam_member.vertex_agent_io.bucket == google_storage_bucket.vertex.name
-    error_message = "the Vertex AI service agent may write outputs to the work bucket"
+    error_message = "the Vertex AI service agent reads inputs and writes outputs in the Vertex bucket"
   }
   assert {
     condition     = google_project_iam_member.gcs_agent_publishes.member == "serviceAccount:service-1@gs-project-accounts.iam.gserviceaccount.com"
@@ -215,6 +216,15 @@ run "observability" {
   assert {
     condition     = alltrue([for name, fn in module.function : fn.environment["RUN_SLA_SECONDS"] == "43200"])
     error_message = "the poller logs overdue runs at the SLA the alert is named for"
+  }
+}
+
+run "the_deny_policy_is_opt_in" {
+  command = plan
+  variables { isolate_work_bucket = false }
+  assert {
+    condition     = length(google_iam_deny_policy.vertex_agent_work) == 0 && length(google_tags_tag_key.private) == 0
+    error_message = "without isolate_work_bucket there is no deny policy and no tag (deployers without Deny Admin)"
   }
 }
 

@@ -371,3 +371,14 @@ def test_adapter_reads_a_job_the_sdk_cannot_parse(cloud: Endpoints) -> None:
     # the adapter reads the job over REST instead.
     done = wait_for(lambda: (j := jobs.get(job.name, cloud.location)).state == "JOB_STATE_FAILED" and j)
     assert done.error is not None and "Quota exceeded" in done.error.message and done.error.code == 8
+
+
+def test_store_copies_an_object_to_another_bucket_server_side(cloud: Endpoints) -> None:
+    """How an attempt recorded before the Vertex bucket existed moves there (attempts.py)."""
+    store = ports(manual_settings(cloud)).store
+    data = jsonl([request_line(f"q{i}", f"k{i}") for i in range(2000)])  # ~150 KB
+    name, _ = upload_requests(cloud, "manual/", data)
+    target = f"gs://gbp-manual/staging/copied-{time.time_ns()}.jsonl"
+    store.copy(f"gs://gbp-input/{name}", target)
+    found = store.read(target)
+    assert found is not None and found[0] == data

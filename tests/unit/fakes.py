@@ -116,6 +116,10 @@ class MemoryStore:
     def delete(self, uri: str) -> None:
         self.objects.pop(uri, None)
 
+    def copy(self, source_uri: str, target_uri: str) -> None:
+        data, _ = self.objects[source_uri]
+        self.write(target_uri, data)
+
     def set_custom_time(self, uri: str, when: datetime) -> None:
         if uri in self.objects:
             self.custom_times[uri] = max(when, self.custom_times.get(uri, when))

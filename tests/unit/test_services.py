@@ -758,3 +758,23 @@ def test_vertex_reads_and_writes_only_its_own_bucket_when_there_is_one() -> None
     assert [u for u in world.store.objects if u.startswith("gs://work/rows/r1/")]  # rows stay in the work bucket
     released = [u for u in world.store.custom_times if u.startswith("gs://vertex-io/")]
     assert released and world.run()["announced"]
+
+
+def test_attempts_queued_before_the_vertex_bucket_existed_move_there_before_their_jobs_are_created() -> None:
+    before = dataclasses.replace(SETTINGS, max_concurrent_jobs=1)
+    world = World([_line(f"q{i}", f"k{i}") for i in range(5)], before)
+    world.submit()
+    assert len(world.jobs.jobs) == 1  # two chunks wait, recorded with the work bucket's paths
+    world.settings = dataclasses.replace(before, vertex_bucket="vertex-io")  # the upgrade
+    for _ in range(6):
+        world.finish()
+        world.drive(2)
+    inputs = sorted(j["input"] for j in world.jobs.jobs.values())
+    assert inputs[0].startswith("gs://vertex-io/staging/r1/") and inputs[0].endswith(".moved.jsonl")
+    assert sum(i.startswith("gs://vertex-io/") for i in inputs) == 2 and len(inputs) == 3
+    assert all(
+        j["dest"].startswith("gs://vertex-io/outputs/")
+        for j in world.jobs.jobs.values()
+        if j["input"].startswith("gs://vertex-io/")
+    )
+    assert sorted(k for k, _, _ in world.keyed_rows()) == [f"k{i}" for i in range(5)] and world.run()["announced"]
