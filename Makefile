@@ -16,7 +16,7 @@ PY_MIN := $(VENV_MIN)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check
 REQS := requirements.txt requirements-dev.txt requirements-local.txt pyproject.toml
 
-.PHONY: help demo build test test-unit test-functions test-terraform test-integration test-genai-min lint fmt bench bench-e2e bench-poll local-up local-down local-status clean
+.PHONY: help demo outputs build test test-unit test-functions test-terraform test-integration test-genai-min lint fmt bench bench-e2e bench-poll local-up local-down local-status clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench-poll: $(VENV)/.installed ## One poll tick over JOBS followed jobs (and as 
 
 bench-e2e: $(VENV)/.installed ## The pipeline end to end on a local cloud of its own: per-stage MB/s, rows/s, RSS, load jobs (N=10000)
 	$(PY) -m bench.e2e --requests $(N)
+
+outputs: ## Save the deployment's `terraform output -json` to gemini-batch.json (what gemini-batch … talks to)
+	terraform -chdir=terraform output -json > gemini-batch.json
 
 build: $(VENV)/.installed ## Function zips for Terraform (build/<function>.zip, deterministic)
 	$(PY) -m tools.build

@@ -180,7 +180,11 @@ class Stack:
         return self.state_dir / "state.json"
 
     def _save(self) -> None:
-        state = {"endpoints": asdict(self.endpoints), "processes": [asdict(p) for p in self.processes]}
+        state = {
+            "endpoints": asdict(self.endpoints),
+            "processes": [asdict(p) for p in self.processes],
+            "wiring": str(self.wiring.path),  # `gemini-batch … --local` reads the functions' settings from it
+        }
         self.state_file.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
 
     @classmethod

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, BinaryIO, Never
+from typing import Annotated, Any, BinaryIO, Final, Never
 
 import orjson
 import typer
@@ -241,6 +242,193 @@ def _print_table(files: list[Path], context: RowContext) -> None:
                 )
     # Cells hold data (keys, model text): "[/INST]" or ":smile:" must print as they are, not as markup.
     Console(width=160, markup=False, emoji=False, highlight=False).print(view)
+
+
+# --- operations: a deployment (make outputs) or the local cloud ---------------------------------
+Local = Annotated[bool, typer.Option("--local", help="Talk to the running local cloud (make local-up).")]
+Config = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        dir_okay=False,
+        help="`terraform output -json` of the deployment (default: $GEMINI_BATCH_CONFIG, else gemini-batch.json).",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+NEXT: Final = {
+    "SUBMITTING": "its file is being staged; the poller resumes it if its submitter died",
+    "AWAITING_APPROVAL": "held by the budget guard: `gemini-batch approve` or `reject` it (else it expires)",
+    "RUNNING": "its jobs run (or wait for a slot); each is collected when it ends",
+    "COMPLETE": "complete",
+    "REJECTED": "rejected: nothing runs; the report says why",
+}
+
+
+def _connect(local: bool, config: Path | None) -> tuple[Any, Any]:
+    """(settings, ports) of the deployment or local cloud the command talks to (exit 1 when unreachable)."""
+    from shared.adapters import ports
+    from shared.deployment import deployment_settings, local_settings
+
+    try:
+        settings = local_settings() if local else deployment_settings(config)
+    except PermanentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    return settings, ports(settings)
+
+
+def _ledger(settings: Any, the_ports: Any) -> Any:
+    from shared.services.ledger import Ledger
+
+    return Ledger(the_ports.store, settings.work_bucket, settings.lease_seconds)
+
+
+def _echo_json(data: object) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@app.command("runs")
+def runs_command(
+    local: Local = False,
+    config: Config = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only runs in this state (e.g. RUNNING, AWAITING_APPROVAL).")
+    ] = None,
+    since: Annotated[
+        str, typer.Option(help="Only runs created this long ago or less: 30m, 12h, 7d.", show_default=True)
+    ] = "7d",
+    as_json: AsJson = False,
+) -> None:
+    """Runs, newest first: state, source, model, requests, chunks, expected cost, created, updated."""
+    from shared.core.records import Run
+
+    match = re.fullmatch(r"(\d+)([mhd])", since)
+    if match is None:
+        raise typer.BadParameter("a number and m, h or d: 30m, 12h, 7d", param_hint="--since")
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    horizon = datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+    settings, the_ports = _connect(local, config)
+    ledger = _ledger(settings, the_ports)
+    found = []
+    for uri in the_ports.store.list(f"{ledger.root}/runs/"):
+        read = the_ports.store.read(uri)
+        if read is None:
+            continue
+        run = Run.from_json(orjson.loads(read[0]))
+        created = run.created_at or run.updated_at
+        if (status and run.status != status.upper()) or (created and datetime.fromisoformat(created) < horizon):
+            continue
+        found.append(run)
+    found.sort(key=lambda r: r.created_at or r.updated_at, reverse=True)
+    rows = [
+        {
+            "run_id": r.run_id,
+            "status": r.status,
+            "source": r.source,
+            "model": r.model,
+            "requests": r.requests,
+            "invalid": r.invalid,
+            "chunks": r.chunks,
+            "expected_usd": r.estimate.get("expected_usd"),
+            "created_at": r.created_at or None,
+            "updated_at": r.updated_at,
+        }
+        for r in found
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table("run", "status", "source", "model", "requests", "chunks", "expected USD", "created", box=None)
+    for row in rows:
+        cost = row["expected_usd"]
+        view.add_row(
+            str(row["run_id"]), str(row["status"]), str(row["source"]), str(row["model"]), str(row["requests"]),
+            str(row["chunks"]), "" if cost is None else f"{cost:.4f}", str(row["created_at"] or row["updated_at"])[:19],
+        )  # fmt: skip
+    Console(width=200, markup=False, emoji=False, highlight=False).print(view)
+
+
+@app.command("status")
+def status_command(run_id: str, local: Local = False, config: Config = None, as_json: AsJson = False) -> None:
+    """One run in depth: every chunk and attempt, its Vertex job and state history, and what happens next."""
+    settings, the_ports = _connect(local, config)
+    ledger = _ledger(settings, the_ports)
+    found = ledger.get_run(run_id)
+    if found is None:
+        typer.echo(f"error: no run {run_id} in gs://{settings.work_bucket}/ledger/runs/", err=True)
+        raise typer.Exit(1)
+    run = found[0]
+    attempts = sorted(ledger.jobs_of(run_id), key=lambda r: (r.chunk, r.attempt))
+    data = {
+        "run": {k: v for k, v in run.to_json().items() if k not in ("staged", "options", "loads", "holder")},
+        "next": NEXT.get(run.status, ""),
+        "attempts": [
+            {
+                "chunk": r.chunk, "attempt": r.attempt, "status": r.status, "vertex_state": r.vertex_state,
+                "job_name": r.job_name, "requests": r.requests, "counts": r.counts, "retried": r.retried,
+                "stuck": r.stuck, "error": r.error or None, "cost_usd": r.cost.get("usd"), "history": r.history,
+            }
+            for r in attempts
+        ],
+    }  # fmt: skip
+    if as_json:
+        _echo_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200, markup=False, emoji=False, highlight=False)
+    console.print(f"{run.run_id}  {run.status}  {run.source}  {run.model}")
+    console.print(f"  requests {run.requests}, invalid {run.invalid}, chunks {run.chunks}; next: {data['next']}")
+    if run.error:
+        console.print(f"  error: {run.error}")
+    if run.report_uri:
+        console.print(f"  report: {run.report_uri}")
+    view = Table("chunk", "try", "status", "vertex", "job", "rows", "stuck", box=None)
+    for r in attempts:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+        view.add_row(str(r.chunk), str(r.attempt), r.status, r.vertex_state, r.job_name.rsplit("/", 1)[-1], counts,
+                     "yes" if r.stuck else "")  # fmt: skip
+    console.print(view)
+
+
+def _decide(verdict: str, run_id: str, reason: str, local: bool, config: Path | None) -> None:
+    settings, the_ports = _connect(local, config)
+    found = _ledger(settings, the_ports).get_run(run_id)
+    if found is None:
+        typer.echo(f"error: no run {run_id}", err=True)
+        raise typer.Exit(1)
+    if found[0].status != "AWAITING_APPROVAL":
+        typer.echo(f"error: {run_id} is {found[0].status}, not AWAITING_APPROVAL: nothing to decide", err=True)
+        raise typer.Exit(1)
+    message = {verdict: run_id, **({"reason": reason} if reason else {})}
+    message_id = the_ports.bus.publish(settings.batch_requests_topic, message, run_id=run_id)
+    typer.echo(f"{verdict} {run_id}: published on {settings.batch_requests_topic} ({message_id}); acted on once")
+
+
+@app.command("approve")
+def approve_command(
+    run_id: str,
+    reason: Annotated[str, typer.Option(help="Why (kept with the decision).")] = "",
+    local: Local = False,
+    config: Config = None,
+) -> None:
+    """Submit a run the budget guard holds (AWAITING_APPROVAL)."""
+    _decide("approve", run_id, reason, local, config)
+
+
+@app.command("reject")
+def reject_command(
+    run_id: str,
+    reason: Annotated[str, typer.Option(help="Why (kept with the decision).")] = "",
+    local: Local = False,
+    config: Config = None,
+) -> None:
+    """Reject a run the budget guard holds: no job is ever created for it."""
+    _decide("reject", run_id, reason, local, config)
 
 
 def main() -> None:

@@ -22,3 +22,8 @@ output "functions" {
   description = "Runtime service account of each function."
   value       = { for name, fn in module.function : name => fn.runtime_service_account }
 }
+
+output "settings" {
+  description = "The functions' environment (no secrets): `make outputs` saves it for `gemini-batch … --config` (README: Day-2 operations)."
+  value       = local.environment
+}

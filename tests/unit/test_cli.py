@@ -7,9 +7,11 @@ import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from shared.cli import app
+from shared.core.errors import PermanentError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 runner = CliRunner()
@@ -116,3 +118,22 @@ def test_cli_normalize_table_survives_bad_bytes_and_markup_like_text(tmp_path: P
     assert (result.exit_code, result.exception) == (0, None), result.output
     assert "latin-1-response-text" in result.output and "[/oops] [bold]" in result.output
     assert "[/INST] :smile: done" in result.output
+
+
+def test_a_deployments_settings_come_from_its_terraform_outputs(tmp_path: Path) -> None:
+    from shared.deployment import deployment_settings
+
+    env = {
+        "GCP_PROJECT": "p", "VERTEX_LOCATION": "us-central1", "BQ_LOCATION": "us-central1", "INPUT_BUCKET": "in",
+        "WORK_BUCKET": "work", "VERTEX_BUCKET": "vertex", "BQ_DATASET": "gbp", "BATCH_REQUESTS_TOPIC": "req",
+        "BATCH_FINISHED_TOPIC": "fin", "BATCH_RESULTS_TOPIC": "res", "MAX_RUN_COST_USD": "",
+    }  # fmt: skip
+    outputs = tmp_path / "gemini-batch.json"
+    outputs.write_bytes(orjson.dumps({"settings": {"sensitive": False, "type": ["object", {}], "value": env}}))
+    settings = deployment_settings(outputs)
+    assert (settings.work_bucket, settings.io_bucket, settings.max_run_cost_usd) == ("work", "vertex", None)
+    outputs.write_bytes(b'{"input_bucket": {"value": "in"}}')
+    with pytest.raises(PermanentError, match="no settings"):
+        deployment_settings(outputs)
+    with pytest.raises(PermanentError, match="make outputs"):
+        deployment_settings(tmp_path / "absent.json")
