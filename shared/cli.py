@@ -395,6 +395,53 @@ def status_command(run_id: str, local: Local = False, config: Config = None, as_
     console.print(view)
 
 
+@app.command("results")
+def results_command(
+    run_id: str,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="FILE.parquet, .csv or .jsonl (default: JSONL on stdout).")
+    ] = None,
+    outcome: Annotated[list[str] | None, typer.Option(help="Only rows with this outcome (repeatable).")] = None,
+    local: Local = False,
+    config: Config = None,
+) -> None:
+    """The latest row of every request of a run, from BigQuery (latest_predictions), in Arrow underneath."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    suffix = output.suffix.lower() if output else ".jsonl"
+    if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson"):
+        raise typer.BadParameter("the file must end .parquet, .csv or .jsonl", param_hint="-o")
+    settings, the_ports = _connect(local, config)
+    total, batches = the_ports.warehouse.results(run_id, [o.upper() for o in outcome or []])
+    written = 0
+    with ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=total, unit="row", file=sys.stderr, disable=not sys.stderr.isatty()))
+        writer: Any = None
+        out: BinaryIO = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+        for batch in batches:
+            # JSON columns as their text: every format takes strings.
+            table = pa.Table.from_batches([batch])
+            table = table.cast(pa.schema([pa.field(f.name, pa.string()) if isinstance(f.type, pa.ExtensionType)
+                                          else f for f in table.schema]))  # fmt: skip
+            if suffix == ".parquet":
+                writer = writer or stack.enter_context(pq.ParquetWriter(out, table.schema))
+                writer.write_table(table)
+            elif suffix == ".csv":
+                writer = writer or stack.enter_context(pa_csv.CSVWriter(out, table.schema))
+                writer.write_table(table)
+            else:
+                out.write(b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist()))
+            written += table.num_rows
+            bar.update(table.num_rows)
+    if output is not None:
+        typer.echo(f"{written} rows of {run_id} written to {output}", err=True)
+    if written == 0 and not outcome:
+        typer.echo(f"error: no rows of {run_id} in {settings.dataset}.latest_predictions", err=True)
+        raise typer.Exit(1)
+
+
 def _decide(verdict: str, run_id: str, reason: str, local: bool, config: Path | None) -> None:
     settings, the_ports = _connect(local, config)
     found = _ledger(settings, the_ports).get_run(run_id)

@@ -118,6 +118,9 @@ class Warehouse(Protocol):
         Output is candidates + thinking tokens of SUCCEEDED or TRUNCATED rows of the last ``days`` days.
         """
 
+    def results(self, run_id: str, outcomes: list[str]) -> tuple[int, Iterator[Any]]:
+        """A run's latest rows (of ``outcomes``, when given): their count and Arrow record batches."""
+
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """The rows of a ``bq://`` request table as JSONL lines (``{"key"?, "request"}``)."""
 

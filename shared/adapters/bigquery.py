@@ -164,6 +164,22 @@ class BigQueryWarehouse:
         )
         return {str(r["model_version"]): (float(r["output"] or 0), int(r["n"] or 0)) for r in rows}
 
+    def results(self, run_id: str, outcomes: list[str]) -> tuple[int, Iterator[Any]]:
+        """A run's latest rows (``outcomes`` only, when given): their count and Arrow record batches."""
+        where = "run_id = @run" + (" AND outcome IN UNNEST(@outcomes)" if outcomes else "")
+        query = f"SELECT * FROM `{self.table('latest_predictions')}` WHERE {where} ORDER BY request_key"
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter("run", "STRING", run_id),
+                bigquery.ArrayQueryParameter("outcomes", "STRING", outcomes),
+            ]
+        )
+        rows = call(
+            "reading a run's rows",
+            lambda: self.client.query(query, job_config=config, location=self.location).result(page_size=10_000),
+        )
+        return int(rows.total_rows or 0), iter(rows.to_arrow_iterable())
+
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """Rows of a ``bq://project.dataset.table`` with a ``request`` column, as JSONL lines.
 

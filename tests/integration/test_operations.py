@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from shared.cli import app
 from tests.integration.helpers import (
     invocation,
     jsonl,
+    latest_rows,
     manual_run,
     request_line,
     until_complete,
@@ -93,3 +95,26 @@ def test_approve_on_the_command_line_submits_a_held_run_through_the_deployed_fun
     run = until_complete(cloud, run_id, timeout=120)  # the deployed submit_request acted on it, once
     assert (run["decision"]["verdict"], run["decision"]["why"]) == ("approved", "checked the estimate")
     assert len(vertex_jobs(cloud, run_id)) == 1
+
+
+def test_results_round_trip_through_pandas_with_the_rows_of_latest_predictions(
+    cloud: Endpoints, local: None, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    lines = [request_line(f"q{i}", f"k{i}") for i in range(5)] + [request_line("[[emulator:400]] no", "bad")]
+    _, run_id = upload_requests(cloud, "runs/", jsonl(lines))
+    until_complete(cloud, run_id, timeout=120)
+    latest = latest_rows(cloud, run_id)
+    parquet = tmp_path / "rows.parquet"
+    written = _cli("results", run_id, "--local", "-o", str(parquet))
+    assert written.exit_code == 0, written.output
+    frame = pd.read_parquet(parquet)
+    assert len(frame) == len(latest) == 6 and set(frame["request_key"]) == set(latest)
+    assert frame.set_index("request_key").loc["bad", "outcome"] == "FAILED"
+    assert frame["cost_usd"].notna().all()
+    failed = _cli("results", run_id, "--local", "--outcome", "failed")
+    assert failed.exit_code == 0 and [orjson.loads(x)["request_key"] for x in failed.stdout.splitlines()] == ["bad"]
+    csv = tmp_path / "rows.csv"
+    assert _cli("results", run_id, "--local", "-o", str(csv)).exit_code == 0
+    assert len(pd.read_csv(csv)) == 6
