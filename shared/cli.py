@@ -395,6 +395,134 @@ def status_command(run_id: str, local: Local = False, config: Config = None, as_
     console.print(view)
 
 
+def _publish_source(settings: Any, the_ports: Any, message: dict[str, Any]) -> str:
+    """A batch-requests message naming a source; the run id the pipeline derives from it."""
+    from shared.core.ids import run_id_for_message
+
+    message_id = the_ports.bus.publish(settings.batch_requests_topic, message)
+    return run_id_for_message(settings.work_bucket, message_id)
+
+
+def _upload(settings: Any, the_ports: Any, file: Path, prefix: str) -> tuple[str, str]:
+    """Upload a request file under ``prefix`` of the input bucket: (gs:// uri, generation)."""
+    stamp_text = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    uri = f"gs://{settings.input_bucket}/{prefix}{file.stem}-{stamp_text}.jsonl"
+    with file.open("rb") as stream, the_ports.store.writer(uri) as out:
+        for block in iter(lambda: stream.read(8 << 20), b""):
+            out.write(block)
+    generation = the_ports.store.generation(uri)
+    if generation is None:
+        raise PermanentError(f"{uri} vanished right after its upload")
+    return uri, generation
+
+
+def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float) -> int:
+    """Follow a run until it completes (or is rejected, or held); print its summary; the exit code."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shared.core.records import RUN_AWAITING_APPROVAL, RUN_REJECTED
+
+    ledger = _ledger(settings, the_ports)
+    console = Console(stderr=True)
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} attempts"))
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(run_id, total=None)
+        while True:
+            found = ledger.get_run(run_id)
+            run = found[0] if found else None
+            if run is not None:
+                attempts = ledger.jobs_of(run_id)
+                done = sum(a.status in ("COLLECTED", "UNCOLLECTABLE") for a in attempts)
+                progress.update(task, description=f"{run_id} {run.status}", completed=done, total=len(attempts) or None)
+                if run.announced or run.status in (RUN_REJECTED, RUN_AWAITING_APPROVAL):
+                    break
+            if time.monotonic() > deadline:
+                typer.echo(f"error: {run_id} still {run.status if run else 'unknown'} after {timeout:.0f} s", err=True)
+                return 1
+            time.sleep(2.0)
+    if run.status == RUN_REJECTED:
+        typer.echo(f"{run_id} REJECTED: {run.error or 'invalid lines'} (report: {run.report_uri})")
+        return 1
+    if run.status == RUN_AWAITING_APPROVAL:
+        typer.echo(f"{run_id} AWAITING_APPROVAL: {run.error} (report: {run.report_uri}); approve or reject it")
+        return 0
+    summary = the_ports.warehouse.run_summary(run_id)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items()))
+    typer.echo(f"{run_id} COMPLETE: {summary['rows']} rows ({counts}); results: gemini-batch results {run_id}")
+    return 0
+
+
+@app.command("submit")
+def submit_command(
+    source: Annotated[
+        str, typer.Argument(help="A local JSONL file, gs://bucket/object or bq://project.dataset.table.")
+    ],
+    model: Annotated[str, typer.Option(help="The model (default: the deployment's MODEL).")] = "",
+    label: Annotated[list[str] | None, typer.Option(help="A label k=v for the run's jobs (repeatable).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it completes; print its summary.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="--wait gives up after this many seconds.")] = 86_400,
+    local: Local = False,
+    config: Config = None,
+) -> None:
+    """Submit requests: a local file is uploaded, a URI becomes a batch-requests message. Prints the run id at once."""
+    from shared.core.ids import ObjectRef, run_id_for_object
+
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not k=v", param_hint="--label")
+        labels[key] = value
+    path = Path(source)
+    if not source.startswith(("gs://", "bq://")) and not path.is_file():
+        raise typer.BadParameter(f"{source} is not a file, a gs:// or a bq:// source", param_hint="SOURCE")
+    settings, the_ports = _connect(local, config)
+    if source.startswith(("gs://", "bq://")) or model or labels:
+        if not source.startswith(("gs://", "bq://")):  # a message names its model: the file goes outside the prefix
+            if not settings.input_prefix:
+                typer.echo("error: with --model or --label a file is uploaded outside INPUT_PREFIX, which is empty")
+                raise typer.Exit(1)
+            source, _ = _upload(settings, the_ports, path, "cli/")
+        message = {"source": source, **({"model": model} if model else {}), **({"labels": labels} if labels else {})}
+        run_id = _publish_source(settings, the_ports, message)
+    else:
+        uri, generation = _upload(settings, the_ports, path, settings.input_prefix)
+        bucket, name = uri.removeprefix("gs://").split("/", 1)
+        run_id = run_id_for_object(ObjectRef(bucket, name, generation))
+    typer.echo(run_id)
+    if wait:
+        raise typer.Exit(_wait(settings, the_ports, run_id, timeout))
+
+
+@app.command("replay")
+def replay_command(
+    source: Annotated[str, typer.Argument(help="gs://bucket/object: run it again, as a new run.")],
+    local: Local = False,
+    config: Config = None,
+) -> None:
+    """Submit a file again as a new run: an upload is rewritten onto itself (a new generation), others are sent."""
+    from shared.core.ids import ObjectRef, run_id_for_object
+
+    if not source.startswith("gs://"):
+        raise typer.BadParameter("a gs:// object", param_hint="SOURCE")
+    settings, the_ports = _connect(local, config)
+    if the_ports.store.generation(source) is None:
+        typer.echo(f"error: {source} does not exist", err=True)
+        raise typer.Exit(1)
+    bucket, name = source.removeprefix("gs://").split("/", 1)
+    if bucket == settings.input_bucket and name.startswith(settings.input_prefix) and name.endswith(".jsonl"):
+        the_ports.store.copy(source, source)  # server-side, however large: the upload event starts the new run
+        generation = the_ports.store.generation(source)
+        run_id = run_id_for_object(ObjectRef(bucket, name, str(generation)))
+    else:
+        run_id = _publish_source(settings, the_ports, {"source": source})
+    typer.echo(run_id)
+
+
 @app.command("results")
 def results_command(
     run_id: str,

@@ -6,7 +6,7 @@ One documented way each (README: Day-2 operations):
   ``settings`` output is the functions' own environment, so the CLI reads and writes exactly
   what the functions do. ``--config FILE`` (or ``GEMINI_BATCH_CONFIG``) names another file.
 - ``--local``: the local cloud started by ``make local-up`` (its state directory, or
-  ``LOCAL_CLOUD_STATE_DIR``): its endpoints, and the settings its wiring gives submit_request.
+  ``LOCAL_CLOUD_STATE_DIR``): its endpoints, and the settings its wiring gives submit_batch.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def local_settings(state_dir: Path | None = None) -> Settings:
     state = orjson.loads(state_file.read_bytes())
     os.environ.update({k: v for k, v in clients.endpoints(state_dir).env().items() if k != "GOOGLE_CLOUD_PROJECT"})
     wiring = wirings.Wiring.load(Path(state["wiring"])) if state.get("wiring") else wirings.Wiring.load()
-    env = next((f.env for f in wiring.functions if f.name == "submit_request"), None)
+    # submit_batch's: its INPUT_PREFIX is the one its trigger watches (uploads go there).
+    env = next((f.env for f in wiring.functions if f.name == "submit_batch"), None)
     if env is None:
-        raise PermanentError(f"the local cloud's wiring {wiring.path} has no submit_request")
+        raise PermanentError(f"the local cloud's wiring {wiring.path} has no submit_batch")
     return Settings.from_env(env)

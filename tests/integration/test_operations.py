@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     latest_rows,
     manual_run,
     request_line,
+    run_record,
     until_complete,
     upload_requests,
     vertex_jobs,
@@ -118,3 +119,29 @@ def test_results_round_trip_through_pandas_with_the_rows_of_latest_predictions(
     csv = tmp_path / "rows.csv"
     assert _cli("results", run_id, "--local", "-o", str(csv)).exit_code == 0
     assert len(pd.read_csv(csv)) == 6
+
+
+def test_submit_wait_follows_a_run_to_its_summary_and_replay_makes_a_new_run(
+    cloud: Endpoints, local: None, tmp_path: Path, stack: Stack
+) -> None:
+    path = tmp_path / "questions.jsonl"
+    path.write_bytes(jsonl([request_line(f"q{i}", f"k{i}") for i in range(4)]))
+    done = _cli("submit", str(path), "--local", "--wait", "--timeout", "120")
+    assert done.exit_code == 0, done.output
+    run_id = done.stdout.splitlines()[0]
+    assert f"{run_id} COMPLETE: 4 rows (SUCCEEDED 4)" in done.stdout
+    assert sorted(latest_rows(cloud, run_id)) == [f"k{i}" for i in range(4)]
+    # With a model, the file goes as a message (outside the upload prefix): a run of its own.
+    messaged = _cli("submit", str(path), "--local", "--model", "gemini-2.0-flash-001", "--label", "team=ml", "--wait")
+    assert messaged.exit_code == 0, messaged.output
+    other = messaged.stdout.splitlines()[0]
+    assert other != run_id and run_record(cloud, other)["model"] == "gemini-2.0-flash-001"
+    assert run_record(cloud, other)["labels"] == {"team": "ml"}
+    # Replay the upload: a new generation, a new run, the same rows again.
+    source = run_record(cloud, run_id)["source"]
+    replayed = _cli("replay", source, "--local")
+    assert replayed.exit_code == 0, replayed.output
+    again = replayed.stdout.strip()
+    assert again != run_id
+    until_complete(cloud, again, timeout=120)
+    assert sorted(latest_rows(cloud, again)) == [f"k{i}" for i in range(4)]
