@@ -91,7 +91,7 @@ bench-e2e: $(VENV)/.installed ## The pipeline end to end on a local cloud of its
 	$(PY) -m bench.e2e --requests $(N)
 
 outputs: ## Save the deployment's `terraform output -json` to gemini-batch.json (what gemini-batch … talks to)
-	terraform -chdir=terraform output -json > gemini-batch.json
+	terraform -chdir=terraform output -json > gemini-batch.json.tmp && mv gemini-batch.json.tmp gemini-batch.json
 
 build: $(VENV)/.installed ## Function zips for Terraform (build/<function>.zip, deterministic)
 	$(PY) -m tools.build

@@ -407,13 +407,7 @@ def _upload(settings: Any, the_ports: Any, file: Path, prefix: str) -> tuple[str
     """Upload a request file under ``prefix`` of the input bucket: (gs:// uri, generation)."""
     stamp_text = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     uri = f"gs://{settings.input_bucket}/{prefix}{file.stem}-{stamp_text}.jsonl"
-    with file.open("rb") as stream, the_ports.store.writer(uri) as out:
-        for block in iter(lambda: stream.read(8 << 20), b""):
-            out.write(block)
-    generation = the_ports.store.generation(uri)
-    if generation is None:
-        raise PermanentError(f"{uri} vanished right after its upload")
-    return uri, generation
+    return uri, str(the_ports.store.upload(file, uri))  # create-only: its generation is the run's
 
 
 def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float) -> int:
@@ -447,9 +441,9 @@ def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float) -> int:
     if run.status == RUN_REJECTED:
         typer.echo(f"{run_id} REJECTED: {run.error or 'invalid lines'} (report: {run.report_uri})")
         return 1
-    if run.status == RUN_AWAITING_APPROVAL:
+    if run.status == RUN_AWAITING_APPROVAL:  # not complete: a person decides (exit 1: no results to go on with)
         typer.echo(f"{run_id} AWAITING_APPROVAL: {run.error} (report: {run.report_uri}); approve or reject it")
-        return 0
+        return 1
     summary = the_ports.warehouse.run_summary(run_id)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items()))
     typer.echo(f"{run_id} COMPLETE: {summary['rows']} rows ({counts}); results: gemini-batch results {run_id}")
@@ -484,7 +478,7 @@ def submit_command(
     if source.startswith(("gs://", "bq://")) or model or labels:
         if not source.startswith(("gs://", "bq://")):  # a message names its model: the file goes outside the prefix
             if not settings.input_prefix:
-                typer.echo("error: with --model or --label a file is uploaded outside INPUT_PREFIX, which is empty")
+                typer.echo("error: with --model or --label a file goes outside INPUT_PREFIX, which is empty", err=True)
                 raise typer.Exit(1)
             source, _ = _upload(settings, the_ports, path, "cli/")
         message = {"source": source, **({"model": model} if model else {}), **({"labels": labels} if labels else {})}
@@ -515,9 +509,12 @@ def replay_command(
         raise typer.Exit(1)
     bucket, name = source.removeprefix("gs://").split("/", 1)
     if bucket == settings.input_bucket and name.startswith(settings.input_prefix) and name.endswith(".jsonl"):
-        the_ports.store.copy(source, source)  # server-side, however large: the upload event starts the new run
-        generation = the_ports.store.generation(source)
-        run_id = run_id_for_object(ObjectRef(bucket, name, str(generation)))
+        # A copy beside it (server-side, however large): its upload event starts the new run, and the
+        # original generation stays for a run of it still being staged.
+        stamp_text = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        copy = f"{name.removesuffix('.jsonl')}.replay-{stamp_text}.jsonl"
+        generation = the_ports.store.copy(source, f"gs://{bucket}/{copy}", if_generation_match=0)
+        run_id = run_id_for_object(ObjectRef(bucket, copy, str(generation)))
     else:
         run_id = _publish_source(settings, the_ports, {"source": source})
     typer.echo(run_id)
@@ -542,6 +539,9 @@ def results_command(
     if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson"):
         raise typer.BadParameter("the file must end .parquet, .csv or .jsonl", param_hint="-o")
     settings, the_ports = _connect(local, config)
+    if _ledger(settings, the_ports).get_run(run_id) is None:
+        typer.echo(f"error: no run {run_id}", err=True)
+        raise typer.Exit(1)
     total, batches = the_ports.warehouse.results(run_id, [o.upper() for o in outcome or []])
     written = 0
     with ExitStack() as stack:
@@ -565,9 +565,6 @@ def results_command(
             bar.update(table.num_rows)
     if output is not None:
         typer.echo(f"{written} rows of {run_id} written to {output}", err=True)
-    if written == 0 and not outcome:
-        typer.echo(f"error: no rows of {run_id} in {settings.dataset}.latest_predictions", err=True)
-        raise typer.Exit(1)
 
 
 def _decide(verdict: str, run_id: str, reason: str, local: bool, config: Path | None) -> None:

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 
@@ -32,8 +33,11 @@ class ObjectStore(Protocol):
     def writer(self, uri: str) -> AbstractContextManager[BinaryIO]:
         """A streaming writer for a large object (it appears whole when closed, never half-written)."""
 
-    def copy(self, source_uri: str, target_uri: str) -> None:
-        """Copy an object, server-side (however large), to another name or bucket."""
+    def copy(self, source_uri: str, target_uri: str, *, if_generation_match: int | None = None) -> int:
+        """Copy an object, server-side (however large), to another name or bucket; the copy's generation."""
+
+    def upload(self, path: Path, uri: str) -> int:
+        """Upload a local file as a new object (create-only, ConflictError when it exists); its generation."""
 
     def list(self, prefix_uri: str) -> list[str]:
         """URIs of the objects under a prefix."""

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import BinaryIO, cast
 
 from google.api_core import exceptions as gexc
@@ -106,14 +107,23 @@ class GcsStore:
             yield cast(BinaryIO, batched)
             batched.flush()  # not when the block failed: the upload is cancelled, nothing appears
 
-    def copy(self, source_uri: str, target_uri: str) -> None:
+    def copy(self, source_uri: str, target_uri: str, *, if_generation_match: int | None = None) -> int:
         """A server-side rewrite, call after call until done (a large object across buckets takes several)."""
         source, target = self._blob(source_uri), self._blob(target_uri)
         token: str | None = None
+        what = f"copying {source_uri} to {target_uri}"
         while True:
-            token, _, _ = call(f"copying {source_uri} to {target_uri}", partial(target.rewrite, source, token=token))
+            rewrite = partial(target.rewrite, source, token=token, if_generation_match=if_generation_match)
+            token, _, _ = call(what, rewrite)
             if token is None:
-                return
+                return int(target.generation)
+
+    def upload(self, path: Path, uri: str) -> int:
+        """Upload a local file, create-only (the precondition also lets the client retry its chunks)."""
+        blob = self._blob(uri)
+        with translated(f"writing {uri}"):
+            blob.upload_from_filename(str(path), content_type="application/jsonl", if_generation_match=0)
+        return int(blob.generation)
 
     def list(self, prefix_uri: str) -> list[str]:
         """Every object under a prefix (the emulator ignores match_glob: filter here)."""

@@ -116,6 +116,8 @@ def test_results_round_trip_through_pandas_with_the_rows_of_latest_predictions(
     assert frame["cost_usd"].notna().all()
     failed = _cli("results", run_id, "--local", "--outcome", "failed")
     assert failed.exit_code == 0 and [orjson.loads(x)["request_key"] for x in failed.stdout.splitlines()] == ["bad"]
+    unknown = _cli("results", "r00000000000000000000", "--local", "--outcome", "failed")
+    assert unknown.exit_code == 1 and "no run" in unknown.output
     csv = tmp_path / "rows.csv"
     assert _cli("results", run_id, "--local", "-o", str(csv)).exit_code == 0
     assert len(pd.read_csv(csv)) == 6
@@ -144,4 +146,5 @@ def test_submit_wait_follows_a_run_to_its_summary_and_replay_makes_a_new_run(
     again = replayed.stdout.strip()
     assert again != run_id
     until_complete(cloud, again, timeout=120)
+    assert run_record(cloud, again)["source"].startswith(source.removesuffix(".jsonl") + ".replay-")
     assert sorted(latest_rows(cloud, again)) == [f"k{i}" for i in range(4)]

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -116,9 +117,12 @@ class MemoryStore:
     def delete(self, uri: str) -> None:
         self.objects.pop(uri, None)
 
-    def copy(self, source_uri: str, target_uri: str) -> None:
+    def copy(self, source_uri: str, target_uri: str, *, if_generation_match: int | None = None) -> int:
         data, _ = self.objects[source_uri]
-        self.write(target_uri, data)
+        return self.write(target_uri, data, if_generation_match=if_generation_match)
+
+    def upload(self, path: Path, uri: str) -> int:
+        return self.write(uri, path.read_bytes(), if_generation_match=0)
 
     def set_custom_time(self, uri: str, when: datetime) -> None:
         if uri in self.objects:
