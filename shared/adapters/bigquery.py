@@ -114,6 +114,20 @@ class BigQueryWarehouse:
         message = f"{error.get('reason')}: {error.get('message')}"
         return LoadResult(job_id, LoadState.FAILED, message, retryable=bool(reasons & RETRYABLE_REASONS))
 
+    def _query(self, what: str, query: str, *parameters: Any, page_size: int | None = None) -> Any:
+        """A parameterized query job in the dataset's location, waited for.
+
+        Its rows as a list (every page read under the error translation), or, with
+        ``page_size``, the RowIterator itself (a large result read page by page by the caller).
+        """
+        config = bigquery.QueryJobConfig(query_parameters=list(parameters))
+
+        def run() -> Any:
+            rows = self.client.query(query, job_config=config, location=self.location).result(page_size=page_size)
+            return rows if page_size else list(rows)
+
+        return call(what, run)
+
     def run_summary(self, run_id: str) -> dict[str, Any]:
         """Counts per outcome, attempts, tokens (from latest_predictions)."""
         query = f"""
@@ -124,11 +138,7 @@ class BigQueryWarehouse:
                    SUM(COALESCE(total_tokens, 0)) AS total_tokens
             FROM `{self.table("latest_predictions")}` WHERE run_id = @run GROUP BY outcome
         """  # the table name is ours; the run id is a query parameter
-        config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("run", "STRING", run_id)])
-        rows = call(
-            "summarizing a run",
-            lambda: list(self.client.query(query, job_config=config, location=self.location).result()),
-        )
+        rows = self._query("summarizing a run", query, bigquery.ScalarQueryParameter("run", "STRING", run_id))
         counts = {r["outcome"]: int(r["n"]) for r in rows}
         tokens = {
             k: sum(int(r[k] or 0) for r in rows)
@@ -152,15 +162,11 @@ class BigQueryWarehouse:
               AND outcome IN ('SUCCEEDED', 'TRUNCATED') AND STARTS_WITH(model_version, @prefix)
             GROUP BY model_version
         """  # the partition filter keeps the scan to the days asked for
-        config = bigquery.QueryJobConfig(
-            query_parameters=[
-                bigquery.ScalarQueryParameter("prefix", "STRING", prefix),
-                bigquery.ScalarQueryParameter("days", "INT64", days),
-            ]
-        )
-        rows = call(
+        rows = self._query(
             "reading the output history",
-            lambda: list(self.client.query(query, job_config=config, location=self.location).result()),
+            query,
+            bigquery.ScalarQueryParameter("prefix", "STRING", prefix),
+            bigquery.ScalarQueryParameter("days", "INT64", days),
         )
         return {str(r["model_version"]): (float(r["output"] or 0), int(r["n"] or 0)) for r in rows}
 
@@ -168,15 +174,12 @@ class BigQueryWarehouse:
         """A run's latest rows (``outcomes`` only, when given): their count and Arrow record batches."""
         where = "run_id = @run" + (" AND outcome IN UNNEST(@outcomes)" if outcomes else "")
         query = f"SELECT * FROM `{self.table('latest_predictions')}` WHERE {where}"  # no ORDER BY: one sort of millions
-        config = bigquery.QueryJobConfig(
-            query_parameters=[
-                bigquery.ScalarQueryParameter("run", "STRING", run_id),
-                bigquery.ArrayQueryParameter("outcomes", "STRING", outcomes),
-            ]
-        )
-        rows = call(
+        rows = self._query(
             "reading a run's rows",
-            lambda: self.client.query(query, job_config=config, location=self.location).result(page_size=10_000),
+            query,
+            bigquery.ScalarQueryParameter("run", "STRING", run_id),
+            bigquery.ArrayQueryParameter("outcomes", "STRING", outcomes),
+            page_size=10_000,
         )
         # Through the Storage Read API (Arrow streams), not REST pages of JSON parsed row by row.
         return int(rows.total_rows or 0), iter(rows.to_arrow_iterable(bqstorage_client=self.read_client))
