@@ -259,7 +259,8 @@ NEXT: Final = {
     "SUBMITTING": "its file is being staged; the poller resumes it if its submitter died",
     "AWAITING_APPROVAL": "held by the budget guard: `gemini-batch approve` or `reject` it (else it expires)",
     "RUNNING": "its jobs run (or wait for a slot); each is collected when it ends",
-    "COMPLETE": "complete",
+    "COMPLETE": "complete: `gemini-batch results` gets its rows, `gemini-batch retry` sends chosen rows again",
+    "CANCELLED": "cancelled: what was loaded is kept, the rest is MISSING (cancelled); `gemini-batch retry` goes on",
     "REJECTED": "rejected: nothing runs; the report says why",
 }
 
@@ -299,8 +300,12 @@ def runs_command(
     ] = "7d",
     as_json: AsJson = False,
 ) -> None:
-    """Runs, newest first: state, source, model, requests, chunks, expected cost, created, updated."""
+    """Runs, newest first: state, source, model, requests, rows per outcome, attempts, cost, started, finished.
+
+    The same row as the BigQuery view `runs` (live, from the ledger).
+    """
     from shared.core.records import Run
+    from shared.services.run_states import run_row
 
     match = re.fullmatch(r"(\d+)([mhd])", since)
     if match is None:
@@ -320,35 +325,25 @@ def runs_command(
             continue
         found.append(run)
     found.sort(key=lambda r: r.created_at or r.updated_at, reverse=True)
-    rows = [
-        {
-            "run_id": r.run_id,
-            "status": r.status,
-            "source": r.source,
-            "model": r.model,
-            "requests": r.requests,
-            "invalid": r.invalid,
-            "chunks": r.chunks,
-            "expected_usd": r.estimate.get("expected_usd"),
-            "created_at": r.created_at or None,
-            "updated_at": r.updated_at,
-        }
-        for r in found
-    ]
+    rows = [run_row(r) for r in found]
     if as_json:
         _echo_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
 
-    view = Table("run", "status", "source", "model", "requests", "chunks", "expected USD", "created", box=None)
+    view = Table("run", "status", "source", "model", "requests", "rows", "tries", "USD", "started", "finished",
+                 box=None)  # fmt: skip
     for row in rows:
-        cost = row["expected_usd"]
+        cost = row["cost_usd"] if row["cost_usd"] is not None else row["expected_cost_usd"]
+        counts = ", ".join(f"{k} {v}" for k, v in sorted((row["rows"] or {}).items()))
         view.add_row(
             str(row["run_id"]), str(row["status"]), str(row["source"]), str(row["model"]), str(row["requests"]),
-            str(row["chunks"]), "" if cost is None else f"{cost:.4f}", str(row["created_at"] or row["updated_at"])[:19],
+            counts, str(row["attempts"] or ""),
+            "" if cost is None else f"{cost:.4f}" + ("" if row["cost_usd"] is not None else " (expected)"),
+            str(row["created_at"] or "")[:19], str(row["finished_at"] or "")[:19],
         )  # fmt: skip
-    Console(width=200, markup=False, emoji=False, highlight=False).print(view)
+    Console(width=220, markup=False, emoji=False, highlight=False).print(view)
 
 
 @app.command("status")
@@ -370,6 +365,7 @@ def status_command(run_id: str, local: Local = False, config: Config = None, as_
                 "chunk": r.chunk, "attempt": r.attempt, "status": r.status, "vertex_state": r.vertex_state,
                 "job_name": r.job_name, "requests": r.requests, "counts": r.counts, "retried": r.retried,
                 "stuck": r.stuck, "error": r.error or None, "cost_usd": r.cost.get("usd"), "history": r.history,
+                "model": r.model or run.model, "cancelled": r.cancelled or None,
             }
             for r in attempts
         ],
@@ -387,11 +383,17 @@ def status_command(run_id: str, local: Local = False, config: Config = None, as_
         console.print(f"  error: {run.error}")
     if run.report_uri:
         console.print(f"  report: {run.report_uri}")
-    view = Table("chunk", "try", "status", "vertex", "job", "rows", "stuck", box=None)
+    if run.cancel:
+        console.print(f"  cancelled {run.cancel.get('at', '')}: {run.cancel.get('why', '')}")
+    if run.reopen:
+        done = "queued" if run.reopen.get("done") else "being queued"
+        console.print(f"  retry {run.reopen['id']} ({', '.join(run.reopen['outcomes'])}; {done}): "
+                      f"{sum(run.reopen['chunks'].values())} rows")  # fmt: skip
+    view = Table("chunk", "try", "status", "vertex", "job", "model", "rows", "stuck", box=None)
     for r in attempts:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
-        view.add_row(str(r.chunk), str(r.attempt), r.status, r.vertex_state, r.job_name.rsplit("/", 1)[-1], counts,
-                     "yes" if r.stuck else "")  # fmt: skip
+        view.add_row(str(r.chunk), str(r.attempt), r.status, r.vertex_state, r.job_name.rsplit("/", 1)[-1],
+                     r.model or run.model, counts, "yes" if r.stuck else "")  # fmt: skip
     console.print(view)
 
 
@@ -410,8 +412,11 @@ def _upload(settings: Any, the_ports: Any, file: Path, prefix: str) -> tuple[str
     return uri, str(the_ports.store.upload(file, uri))  # create-only: its generation is the run's
 
 
-def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float) -> int:
-    """Follow a run until it completes (or is rejected, or held); print its summary; the exit code."""
+def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selection: str = "") -> Any:
+    """Follow a run with a live display until it ends (announced, rejected or held); the run, or None on timeout.
+
+    ``selection``: a retry's, which must have been acted on first (until then the run is the old one).
+    """
     import time
 
     from rich.console import Console
@@ -420,10 +425,9 @@ def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float) -> int:
     from shared.core.records import RUN_AWAITING_APPROVAL, RUN_REJECTED
 
     ledger = _ledger(settings, the_ports)
-    console = Console(stderr=True)
     deadline = time.monotonic() + timeout
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} attempts"))
-    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(run_id, total=None)
         while True:
             found = ledger.get_run(run_id)
@@ -431,23 +435,43 @@ def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float) -> int:
             if run is not None:
                 attempts = ledger.jobs_of(run_id)
                 done = sum(a.status in ("COLLECTED", "UNCOLLECTABLE") for a in attempts)
-                progress.update(task, description=f"{run_id} {run.status}", completed=done, total=len(attempts) or None)
-                if run.announced or run.status in (RUN_REJECTED, RUN_AWAITING_APPROVAL):
-                    break
+                live = sum(a.status == "SUBMITTED" for a in attempts)
+                progress.update(task, description=f"{run_id} {run.status} ({live} jobs live)", completed=done,
+                                total=len(attempts) or None)  # fmt: skip
+                acted = not selection or selection in run.retries
+                if acted and (run.announced or run.status in (RUN_REJECTED, RUN_AWAITING_APPROVAL)):
+                    return run
             if time.monotonic() > deadline:
                 typer.echo(f"error: {run_id} still {run.status if run else 'unknown'} after {timeout:.0f} s", err=True)
-                return 1
+                return None
             time.sleep(2.0)
-    if run.status == RUN_REJECTED:
-        typer.echo(f"{run_id} REJECTED: {run.error or 'invalid lines'} (report: {run.report_uri})")
+
+
+def _summary(settings: Any, the_ports: Any, run: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print how a followed run ended."""
+    from shared.services.run_states import run_row
+
+    row = {**run_row(run), **(extra or {})}
+    if as_json:
+        _echo_json(row)
+    elif run.status == "REJECTED":
+        typer.echo(f"{run.run_id} REJECTED: {run.error or 'invalid lines'} (report: {run.report_uri})")
+    elif run.status == "AWAITING_APPROVAL":  # not complete: a person decides
+        typer.echo(f"{run.run_id} AWAITING_APPROVAL: {run.error} (report: {run.report_uri}); approve or reject it")
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items()))
+        rows = sum(run.counts.values())
+        typer.echo(f"{run.run_id} {run.status}: {rows} rows ({counts}); results: gemini-batch results {run.run_id}")
+
+
+def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float, as_json: bool = False, ok: str = "COMPLETE",
+          selection: str = "", extra: dict[str, Any] | None = None) -> int:  # fmt: skip
+    """Follow a run to its end and print its summary: exit 0 when it ends ``ok``, else 1."""
+    run = _follow(settings, the_ports, run_id, timeout, selection)
+    if run is None:
         return 1
-    if run.status == RUN_AWAITING_APPROVAL:  # not complete: a person decides (exit 1: no results to go on with)
-        typer.echo(f"{run_id} AWAITING_APPROVAL: {run.error} (report: {run.report_uri}); approve or reject it")
-        return 1
-    summary = the_ports.warehouse.run_summary(run_id)
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items()))
-    typer.echo(f"{run_id} COMPLETE: {summary['rows']} rows ({counts}); results: gemini-batch results {run_id}")
-    return 0
+    _summary(settings, the_ports, run, as_json, extra)
+    return 0 if run.status == ok else 1
 
 
 @app.command("submit")
@@ -461,8 +485,12 @@ def submit_command(
     timeout: Annotated[float, typer.Option(min=1, help="--wait gives up after this many seconds.")] = 86_400,
     local: Local = False,
     config: Config = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Submit requests: a local file is uploaded, a URI becomes a batch-requests message. Prints the run id at once."""
+    """Submit requests: a local file is uploaded, a URI becomes a batch-requests message. Prints the run id at once.
+
+    With --json: {"run_id", "source"} (with --wait, the run's row when it ends, as `runs` prints it).
+    """
     from shared.core.ids import ObjectRef, run_id_for_object
 
     labels: dict[str, str] = {}
@@ -484,12 +512,14 @@ def submit_command(
         message = {"source": source, **({"model": model} if model else {}), **({"labels": labels} if labels else {})}
         run_id = _publish_source(settings, the_ports, message)
     else:
-        uri, generation = _upload(settings, the_ports, path, settings.input_prefix)
-        bucket, name = uri.removeprefix("gs://").split("/", 1)
+        source, generation = _upload(settings, the_ports, path, settings.input_prefix)
+        bucket, name = source.removeprefix("gs://").split("/", 1)
         run_id = run_id_for_object(ObjectRef(bucket, name, generation))
-    typer.echo(run_id)
     if wait:
-        raise typer.Exit(_wait(settings, the_ports, run_id, timeout))
+        if not as_json:
+            typer.echo(run_id)
+        raise typer.Exit(_wait(settings, the_ports, run_id, timeout, as_json))
+    _echo_json({"run_id": run_id, "source": source}) if as_json else typer.echo(run_id)
 
 
 @app.command("replay")
@@ -497,8 +527,9 @@ def replay_command(
     source: Annotated[str, typer.Argument(help="gs://bucket/object: run it again, as a new run.")],
     local: Local = False,
     config: Config = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Submit a file again as a new run: an upload is rewritten onto itself (a new generation), others are sent."""
+    """Submit a file again as a new run: an upload is copied beside itself (a new object), others are sent."""
     from shared.core.ids import ObjectRef, run_id_for_object
 
     if not source.startswith("gs://"):
@@ -517,7 +548,7 @@ def replay_command(
         run_id = run_id_for_object(ObjectRef(bucket, copy, str(generation)))
     else:
         run_id = _publish_source(settings, the_ports, {"source": source})
-    typer.echo(run_id)
+    _echo_json({"run_id": run_id, "source": source}) if as_json else typer.echo(run_id)
 
 
 @app.command("results")
@@ -567,40 +598,137 @@ def results_command(
         typer.echo(f"{written} rows of {run_id} written to {output}", err=True)
 
 
-def _decide(verdict: str, run_id: str, reason: str, local: bool, config: Path | None) -> None:
-    settings, the_ports = _connect(local, config)
+def _run_or_exit(settings: Any, the_ports: Any, run_id: str) -> Any:
     found = _ledger(settings, the_ports).get_run(run_id)
     if found is None:
-        typer.echo(f"error: no run {run_id}", err=True)
+        typer.echo(f"error: no run {run_id} in gs://{settings.work_bucket}/ledger/runs/", err=True)
         raise typer.Exit(1)
-    if found[0].status != "AWAITING_APPROVAL":
-        typer.echo(f"error: {run_id} is {found[0].status}, not AWAITING_APPROVAL: nothing to decide", err=True)
+    return found[0]
+
+
+def _sent(settings: Any, verb: str, run_id: str, message_id: str, as_json: bool, **extra: Any) -> None:
+    if as_json:
+        _echo_json({"run_id": run_id, "action": verb, "message_id": message_id, **extra})
+    else:
+        typer.echo(f"{verb} {run_id}: published on {settings.batch_requests_topic} ({message_id}); acted on once")
+
+
+def _decide(verdict: str, run_id: str, reason: str, local: bool, config: Path | None, as_json: bool) -> None:
+    settings, the_ports = _connect(local, config)
+    run = _run_or_exit(settings, the_ports, run_id)
+    if run.status != "AWAITING_APPROVAL":
+        typer.echo(f"error: {run_id} is {run.status}, not AWAITING_APPROVAL: nothing to decide", err=True)
         raise typer.Exit(1)
     message = {verdict: run_id, **({"reason": reason} if reason else {})}
     message_id = the_ports.bus.publish(settings.batch_requests_topic, message, run_id=run_id)
-    typer.echo(f"{verdict} {run_id}: published on {settings.batch_requests_topic} ({message_id}); acted on once")
+    _sent(settings, verdict, run_id, message_id, as_json)
+
+
+Reason = Annotated[str, typer.Option(help="Why (kept with the decision).")]
 
 
 @app.command("approve")
 def approve_command(
-    run_id: str,
-    reason: Annotated[str, typer.Option(help="Why (kept with the decision).")] = "",
-    local: Local = False,
-    config: Config = None,
+    run_id: str, reason: Reason = "", local: Local = False, config: Config = None, as_json: AsJson = False
 ) -> None:
     """Submit a run the budget guard holds (AWAITING_APPROVAL)."""
-    _decide("approve", run_id, reason, local, config)
+    _decide("approve", run_id, reason, local, config, as_json)
 
 
 @app.command("reject")
 def reject_command(
-    run_id: str,
-    reason: Annotated[str, typer.Option(help="Why (kept with the decision).")] = "",
-    local: Local = False,
-    config: Config = None,
+    run_id: str, reason: Reason = "", local: Local = False, config: Config = None, as_json: AsJson = False
 ) -> None:
     """Reject a run the budget guard holds: no job is ever created for it."""
-    _decide("reject", run_id, reason, local, config)
+    _decide("reject", run_id, reason, local, config, as_json)
+
+
+Wait = Annotated[bool, typer.Option("--wait", help="Follow the run until it ends; print its summary.")]
+Timeout = Annotated[float, typer.Option(min=1, help="--wait gives up after this many seconds.")]
+
+
+@app.command("cancel")
+def cancel_command(
+    run_id: str,
+    reason: Reason = "",
+    wait: Wait = False,
+    timeout: Timeout = 3600,
+    local: Local = False,
+    config: Config = None,
+    as_json: AsJson = False,
+) -> None:
+    """Cancel a run: its queued jobs are never created, its live ones are cancelled; it ends CANCELLED.
+
+    What was already loaded is kept; every other request gets a MISSING row saying the run was
+    cancelled (none is retried; `gemini-batch retry` can send them later).
+    """
+    settings, the_ports = _connect(local, config)
+    run = _run_or_exit(settings, the_ports, run_id)
+    if run.status == "REJECTED" or (run.status in ("COMPLETE", "CANCELLED") and run.announced):
+        typer.echo(f"error: {run_id} is {run.status}: nothing to cancel", err=True)
+        raise typer.Exit(1)
+    message = {"cancel": run_id, **({"reason": reason} if reason else {})}
+    message_id = the_ports.bus.publish(settings.batch_requests_topic, message, run_id=run_id)
+    if not wait:
+        _sent(settings, "cancel", run_id, message_id, as_json)
+        return
+    raise typer.Exit(_wait(settings, the_ports, run_id, timeout, as_json, ok="CANCELLED"))
+
+
+@app.command("retry")
+def retry_command(
+    run_id: str,
+    outcome: Annotated[
+        list[str] | None, typer.Option(help="Rows with this outcome (repeatable; default FAILED and MISSING).")
+    ] = None,
+    error_status: Annotated[
+        list[str] | None, typer.Option(help="Only rows with this error_status (repeatable), e.g. NOT_FOUND.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Run them on this model (default: the run's).")] = "",
+    wait: Wait = False,
+    timeout: Timeout = 86_400,
+    local: Local = False,
+    config: Config = None,
+    as_json: AsJson = False,
+) -> None:
+    """Send chosen latest rows of a finished run again, as a new attempt of their chunks.
+
+    Also rows that were not retryable, once their cause is fixed (e.g. --model after a typo).
+    Once per selection: the same call made again before the run changes is acted on once. The
+    run is RUNNING again until the new attempts are collected, then announced again.
+    """
+    from shared.core.messages import check_model
+    from shared.services.retry import DEFAULT_OUTCOMES, request_for
+
+    if model:
+        try:
+            check_model(model)
+        except PermanentError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--model") from exc
+    outcomes = [o.upper() for o in outcome or DEFAULT_OUTCOMES]
+    statuses = [s.upper() for s in error_status or []]
+    settings, the_ports = _connect(local, config)
+    run = _run_or_exit(settings, the_ports, run_id)
+    if run.status not in ("COMPLETE", "CANCELLED") or not run.announced:
+        typer.echo(f"error: {run_id} is {run.status}: retry it once it has finished", err=True)
+        raise typer.Exit(1)
+    request = request_for(_ledger(settings, the_ports), run_id, outcomes, statuses, model)
+    selection = {"selection": request.selection, "outcomes": outcomes, "error_statuses": statuses}
+    if request.selection in run.retries:
+        typer.echo(f"{run_id}: these rows were retried already (selection {request.selection})", err=True)
+    elif next(iter(the_ports.warehouse.selected_keys(run_id, outcomes, statuses)), None) is None:
+        with_status = f" with error_status {' or '.join(statuses)}" if statuses else ""
+        typer.echo(f"{run_id}: no latest row is {' or '.join(outcomes)}{with_status}: nothing to retry", err=True)
+        raise typer.Exit(0)
+    else:
+        message_id = the_ports.bus.publish(settings.batch_requests_topic, request.message(), run_id=run_id)
+        if not wait:
+            _sent(settings, "retry", run_id, message_id, as_json, **selection)
+            return
+    if not wait:
+        return
+    extra = selection if as_json else None
+    raise typer.Exit(_wait(settings, the_ports, run_id, timeout, as_json, selection=request.selection, extra=extra))
 
 
 def main() -> None:

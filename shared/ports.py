@@ -125,6 +125,12 @@ class Warehouse(Protocol):
     def results(self, run_id: str, outcomes: list[str]) -> tuple[int, Iterator[Any]]:
         """A run's latest rows (of ``outcomes``, when given): their count and Arrow record batches."""
 
+    def selected_keys(self, run_id: str, outcomes: list[str], error_statuses: list[str]) -> Iterator[str]:
+        """The request keys of a run's latest rows sent to Vertex (attempt > 0) with one of ``outcomes``.
+
+        And, when ``error_statuses`` is not empty, one of those ``error_status`` values.
+        """
+
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """The rows of a ``bq://`` request table as JSONL lines (``{"key"?, "request"}``)."""
 

@@ -177,9 +177,10 @@ locals {
     poll_batches    = [local.roles.vertex_jobs, local.roles.vertex_cancel, local.roles.bigquery_jobs]
   }
   # Every function loads or queries the pipeline's tables: collect_results (rows), the submitters
-  # (rejected lines, output history, a run's summary), poll_batches (the load windows).
+  # (rejected lines, output history, a run's summary, a retry's rows), poll_batches (the load
+  # windows); every one writes run_states rows when it moves a run.
   table_grants = merge([
-    for table in ["predictions", "batch_jobs", "latest_predictions"] : {
+    for table in ["predictions", "batch_jobs", "latest_predictions", "run_states"] : {
       for fn in keys(local.functions) : "${table}/${fn}" => { table = table, fn = fn }
     }
   ]...)
@@ -195,7 +196,7 @@ resource "google_project_iam_custom_role" "pipeline" {
   depends_on  = [google_project_service.apis]
 }
 
-# Each function reads and appends to the pipeline's two tables and reads the view: nothing more.
+# Each function reads and appends to the pipeline's tables and reads the view: nothing more.
 resource "google_bigquery_table_iam_member" "tables" {
   for_each   = local.table_grants
   project    = var.project_id

@@ -14,7 +14,7 @@ output "topics" {
 }
 
 output "dataset" {
-  description = "BigQuery dataset of predictions, batch_jobs and latest_predictions."
+  description = "BigQuery dataset of predictions, batch_jobs, run_states and the views latest_predictions and runs."
   value       = google_bigquery_dataset.pipeline.dataset_id
 }
 

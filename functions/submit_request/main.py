@@ -10,6 +10,8 @@ from shared.config import Settings
 from shared.core.ids import run_id_for_message
 from shared.core.messages import parse_request_message
 from shared.runtime import event_handler, invocation, pubsub_message
+from shared.services.cancel import cancel
+from shared.services.retry import RetryRequest, retry
 from shared.services.submit import MESSAGE, Submission, decide, resume, submit
 
 SETTINGS = Settings.from_env(os.environ)
@@ -18,12 +20,17 @@ SETTINGS = Settings.from_env(os.environ)
 @functions_framework.cloud_event
 @event_handler("google.cloud.pubsub.topic.v1.messagePublished", SETTINGS.max_event_age_seconds)
 def submit_request(event: CloudEvent) -> str:
-    """Submit the source the message names, once per message; or resume, approve or reject the run it names."""
+    """Submit the source the message names, once per message; or resume, approve, reject, cancel or retry a run."""
     inv = invocation(SETTINGS)
     payload, message_id = pubsub_message(event)
     message = parse_request_message(payload)  # checked before any run is claimed or client built
     if message.resume:
         return resume(message.resume, SETTINGS, ports(SETTINGS), inv)
+    if message.cancel:
+        return cancel(message.cancel, message.reason, SETTINGS, ports(SETTINGS), inv)
+    if message.retry:
+        what = RetryRequest(message.retry, message.selection, message.outcomes, message.error_statuses, message.model)
+        return retry(what, SETTINGS, ports(SETTINGS), inv)
     if message.approve or message.reject:
         verdict = "approve" if message.approve else "reject"
         return decide(message.approve or message.reject, verdict, message.reason, SETTINGS, ports(SETTINGS), inv)

@@ -328,6 +328,12 @@ class JobStore:
         """Create a job (QUEUED)."""
         with self.lock:
             _check_create(body)
+            if not GEMINI_MODEL.fullmatch(str(body["model"]).rsplit("/", 1)[-1]):  # as Vertex does: not published
+                raise ApiError(
+                    404,
+                    "NOT_FOUND",
+                    f"Publisher Model `projects/{project}/locations/{location}/{body['model']}` not found.",
+                )
             job_id = str(self.next_id)
             self.next_id += 1
             name = f"projects/{project}/locations/{location}/batchPredictionJobs/{job_id}"
@@ -637,6 +643,8 @@ def _structured_error() -> dict[str, Any]:
     }
 
 
+# The Gemini model ids the emulator answers for (a typo such as gemini-2.5-flsh is refused, 404).
+GEMINI_MODEL = re.compile(r"gemini-\d+(?:\.\d+)?-(?:pro|flash|flash-lite)(?:-[a-z0-9.-]+)?(?:@\d+)?")
 _LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 

@@ -33,14 +33,14 @@ def schema_fields(table: str) -> list[bigquery.SchemaField]:
     ]
 
 
-def view_query(project: str, dataset: str) -> str:
-    """``latest_predictions``: one row per (run, key), its latest attempt."""
-    text = resources.files("shared.core.schemas").joinpath("latest_predictions.sql").read_text()
+def view_query(project: str, dataset: str, view: str = "latest_predictions") -> str:
+    """A view's query: ``latest_predictions`` (a row per run and key, its latest attempt), ``runs`` (a row per run)."""
+    text = resources.files("shared.core.schemas").joinpath(f"{view}.sql").read_text()
     return Template(text).substitute(project=project, dataset=dataset)  # ${...}: Terraform's templatefile too
 
 
 class BigQueryWarehouse:
-    """The pipeline's dataset: predictions, batch_jobs, latest_predictions."""
+    """The pipeline's dataset: predictions, batch_jobs, run_states; the views latest_predictions and runs."""
 
     def __init__(
         self,
@@ -184,6 +184,24 @@ class BigQueryWarehouse:
         # Through the Storage Read API (Arrow streams), not REST pages of JSON parsed row by row.
         return int(rows.total_rows or 0), iter(rows.to_arrow_iterable(bqstorage_client=self.read_client))
 
+    def selected_keys(self, run_id: str, outcomes: list[str], error_statuses: list[str]) -> Iterator[str]:
+        """The request keys of a run's latest rows sent to Vertex with one of ``outcomes`` (and ``error_statuses``)."""
+        where = "run_id = @run AND attempt > 0 AND outcome IN UNNEST(@outcomes)"
+        if error_statuses:
+            where += " AND error_status IN UNNEST(@statuses)"
+        query = f"SELECT request_key FROM `{self.table('latest_predictions')}` WHERE {where}"
+        rows = self._query(
+            "selecting a run's rows to retry",
+            query,
+            bigquery.ScalarQueryParameter("run", "STRING", run_id),
+            bigquery.ArrayQueryParameter("outcomes", "STRING", outcomes),
+            bigquery.ArrayQueryParameter("statuses", "STRING", error_statuses),
+            page_size=50_000,
+        )
+        with translated("reading the rows to retry"):
+            for page in rows.pages:  # pages fetched under the error translation
+                yield from (str(row[0]) for row in page)
+
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """Rows of a ``bq://project.dataset.table`` with a ``request`` column, as JSONL lines.
 
@@ -232,6 +250,11 @@ class BigQueryWarehouse:
         jobs.time_partitioning = bigquery.TimePartitioning(field=_PARTITION_FIELD)
         jobs.clustering_fields = ["run_id"]
         self.client.create_table(jobs, exists_ok=True)
-        view = bigquery.Table(self.table("latest_predictions"))
-        view.view_query = view_query(self.project, self.dataset)
-        self.client.create_table(view, exists_ok=True)
+        states = bigquery.Table(self.table("run_states"), schema=schema_fields("run_states"))
+        states.time_partitioning = bigquery.TimePartitioning(field="updated_at")
+        states.clustering_fields = ["run_id"]
+        self.client.create_table(states, exists_ok=True)
+        for name in ("latest_predictions", "runs"):
+            view = bigquery.Table(self.table(name))
+            view.view_query = view_query(self.project, self.dataset, name)
+            self.client.create_table(view, exists_ok=True)

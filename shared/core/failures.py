@@ -86,8 +86,13 @@ def job_error(code: object, message: object, source: str) -> dict[str, Any]:
     return {"code": HTTP_CODES.get(status or ""), "status": status, "message": str(message or ""), "source": source}
 
 
-def missing_reason(vertex_state: str, error: dict[str, Any], stuck: bool) -> MissingReason:
-    """Why an input key of a job in ``vertex_state`` has no output line, and whether to retry it."""
+def missing_reason(vertex_state: str, error: dict[str, Any], stuck: bool, cancelled: str = "") -> MissingReason:
+    """Why an input key of a job in ``vertex_state`` has no output line, and whether to retry it.
+
+    ``cancelled``: why its run was cancelled by an operator (never retried; ``gemini-batch retry`` can).
+    """
+    if cancelled:
+        return MissingReason(False, HTTP_CODES["CANCELLED"], "CANCELLED", f"the run was cancelled: {cancelled}")
     status = error.get("status")
     message = error.get("message") or None
     if error.get("source") == "create":  # batches.create refused the job for good

@@ -54,13 +54,51 @@ class RequestMessage:
     approve: str = ""  # a run id held by the budget guard: submit it
     reject: str = ""  # a run id held by the budget guard: do not
     reason: str = ""  # why (kept with the decision)
+    cancel: str = ""  # a run id: cancel it (gemini-batch cancel)
+    retry: str = ""  # a run id: send the selected rows again (gemini-batch retry)
+    selection: str = ""  # the retry's selection id
+    outcomes: tuple[str, ...] = ()  # the retry's outcomes
+    error_statuses: tuple[str, ...] = ()  # the retry's error statuses (empty: any)
+
+
+RUN_VERBS: Final = ("resume", "approve", "reject", "cancel", "retry")
+_SELECTION: Final = re.compile(r"s[0-9a-f]{16}")
+_STATUS: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def _retry_members(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a retry message names besides its run (PermanentError listing every problem)."""
+    problems: list[str] = []
+    selection = payload.get("selection")
+    if not isinstance(selection, str) or not _SELECTION.fullmatch(selection):
+        problems.append(f'"selection" must be a selection id (gemini-batch retry makes it), not {selection!r}')
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in ("outcomes", "error_statuses"):
+        value = payload.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and _STATUS.fullmatch(v) for v in value):
+            problems.append(f'"{name}" must be a list of upper-case names such as FAILED')
+            value = []
+        lists[name] = tuple(value)
+    if not lists["outcomes"]:
+        problems.append('"outcomes" must name at least one outcome')
+    model = payload.get("model") or ""
+    try:
+        if not isinstance(model, str):
+            raise PermanentError('"model" must be a string')
+        if model:
+            check_model(model)
+    except PermanentError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise PermanentError("bad retry message: " + "; ".join(problems))
+    return {"selection": selection, "model": model, **lists}
 
 
 def parse_request_message(payload: dict[str, Any]) -> RequestMessage:
     """Check a ``batch-requests`` payload; PermanentError lists every problem at once."""
-    verbs = [verb for verb in ("resume", "approve", "reject") if payload.get(verb) is not None]
+    verbs = [verb for verb in RUN_VERBS if payload.get(verb) is not None]
     if len(verbs) > 1:
-        raise PermanentError(f"a message says one of resume, approve or reject, not {' and '.join(verbs)}")
+        raise PermanentError(f"a message says one of {', '.join(RUN_VERBS)}, not {' and '.join(verbs)}")
     for verb in verbs:
         run_id = payload.get(verb)
         if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
@@ -69,6 +107,8 @@ def parse_request_message(payload: dict[str, Any]) -> RequestMessage:
         if not isinstance(reason, str) or len(reason) > MAX_REASON:
             raise PermanentError(f'bad {verb} message: "reason" must be a string of at most {MAX_REASON} characters')
         names: dict[str, Any] = {verb: run_id, "reason": reason}
+        if verb == "retry":
+            names.update(_retry_members(payload))
         return RequestMessage(**names)
     problems: list[str] = []
     source = payload.get("source")

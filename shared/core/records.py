@@ -17,6 +17,7 @@ RUN_AWAITING_APPROVAL: Final = "AWAITING_APPROVAL"  # over a cost limit: nothing
 RUN_REJECTED: Final = "REJECTED"  # nothing was submitted; the report says why
 RUN_RUNNING: Final = "RUNNING"  # every chunk has its first attempt; attempts are followed
 RUN_COMPLETE: Final = "COMPLETE"  # every chunk's latest attempt is collected; ``announced`` once published
+RUN_CANCELLED: Final = "CANCELLED"  # cancelled by an operator: what was loaded is kept, the rest MISSING (cancelled)
 
 JOB_QUEUED: Final = "QUEUED"  # waiting in our ledger for a free slot (MAX_CONCURRENT_JOBS) or a 429's backoff
 JOB_CLAIMED: Final = "CLAIMED"  # admitted: about to call batches.create (lease); followed by the poller from now on
@@ -26,7 +27,8 @@ JOB_COLLECTING: Final = "COLLECTING"  # a collector holds it (lease)
 JOB_COLLECTED: Final = "COLLECTED"  # rows loaded, retries submitted, batch_jobs row loaded
 JOB_UNCOLLECTABLE: Final = "UNCOLLECTABLE"  # collection failed for a permanent reason (``error`` says which)
 
-RUN_TERMINAL: Final = frozenset({RUN_REJECTED, RUN_COMPLETE})
+RUN_TERMINAL: Final = frozenset({RUN_REJECTED, RUN_COMPLETE, RUN_CANCELLED})
+RUN_FINISHED: Final = frozenset({RUN_COMPLETE, RUN_CANCELLED})  # what a retry may reopen (once announced)
 JOB_TERMINAL: Final = frozenset({JOB_COLLECTED, JOB_UNCOLLECTABLE})
 
 VERTEX_FINAL: Final = frozenset(
@@ -126,6 +128,42 @@ TRANSITIONS: Final = (
         "published on batch-results (`announced`)",
     ),
     Transition(
+        "cancel",
+        "run",
+        (RUN_AWAITING_APPROVAL,),
+        RUN_CANCELLED,
+        "submit_request, poll_batches",
+        'a {"cancel": run} message for a held run: no job is created; announced',
+    ),
+    Transition(
+        "cancel",
+        "run",
+        (RUN_RUNNING,),
+        RUN_CANCELLED,
+        "collect_results, submit_*, poll_batches",
+        "cancel requested (ledger/cancel/<run>) and every attempt is COLLECTED or UNCOLLECTABLE (queued ones "
+        "dropped, live jobs cancelled: their rows MISSING, not retried)",
+        holds=True,
+    ),
+    Transition(
+        "announce",
+        "run",
+        (RUN_CANCELLED,),
+        RUN_CANCELLED,
+        "collect_results, submit_*, poll_batches",
+        "published on batch-results (`announced`)",
+    ),
+    Transition(
+        "reopen",
+        "run",
+        (RUN_COMPLETE, RUN_CANCELLED),
+        RUN_RUNNING,
+        "submit_request",
+        'a {"retry": run, "selection": id} message (gemini-batch retry), once per selection of its latest rows: '
+        "a new attempt of every chunk with selected rows",
+        holds=True,
+    ),
+    Transition(
         "queue",
         "job",
         ("",),
@@ -177,6 +215,14 @@ TRANSITIONS: Final = (
         "batches.create refused the job for good (e.g. an unknown model): its rows become MISSING with the reason",
     ),
     Transition(
+        "dropped",
+        "job",
+        (JOB_QUEUED, JOB_CLAIMED),
+        JOB_FINISHED,
+        "submit_request, poll_batches, the claim holder",
+        "its run was cancelled before its job was created: its rows become MISSING (cancelled)",
+    ),
+    Transition(
         "finished",
         "job",
         (JOB_SUBMITTED,),
@@ -223,8 +269,13 @@ TRANSITIONS: Final = (
 TIMEOUTS: Final = {
     ("run", RUN_SUBMITTING): "LEASE_SECONDS after the claim: poll_batches sends a resume message to batch-requests",
     ("run", RUN_AWAITING_APPROVAL): "APPROVAL_TIMEOUT_SECONDS after it was held: poll_batches rejects it",
-    ("run", RUN_RUNNING): "poll_batches nudges collection (batch-finished) when no attempt of it is left to follow",
+    ("run", RUN_RUNNING): (
+        "poll_batches nudges collection (batch-finished) when no attempt of it is left to follow; a retry not "
+        "yet queued (its holder died) is sent again to batch-requests; a cancelled run's queued attempts are "
+        "dropped and its live jobs cancelled"
+    ),
     ("run", RUN_COMPLETE): "not yet announced, LEASE_SECONDS after the claim: poll_batches nudges collection again",
+    ("run", RUN_CANCELLED): "not yet announced, LEASE_SECONDS after the claim: poll_batches nudges collection again",
     ("job", JOB_QUEUED): "admitted as capacity frees (it never expires); its run's backstop rewrites a lost marker",
     ("job", JOB_CLAIMED): "LEASE_SECONDS after the claim (at once when released): poll_batches finds or creates it",
     ("job", JOB_SUBMITTED): (
@@ -239,13 +290,14 @@ TIMEOUTS: Final = {
 def move(record: Run | JobRecord, name: str) -> Transition:
     """Apply the transition ``name`` to ``record`` (ValueError when it is not allowed from its status)."""
     kind = "run" if isinstance(record, Run) else "job"
-    for transition in TRANSITIONS:
-        if transition.kind == kind and transition.name == name:
-            if record.status not in transition.sources:
-                raise ValueError(f"{kind} {name}: not allowed from {record.status}")
+    named = [t for t in TRANSITIONS if t.kind == kind and t.name == name]
+    if not named:
+        raise ValueError(f"no {kind} transition named {name!r}")
+    for transition in named:
+        if record.status in transition.sources:
             record.status = transition.target
             return transition
-    raise ValueError(f"no {kind} transition named {name!r}")
+    raise ValueError(f"{kind} {name}: not allowed from {record.status}")
 
 
 def state_table() -> str:
@@ -307,6 +359,14 @@ class Run(_Record):
     decision: dict[str, str] = field(default_factory=dict)  # {"verdict": approved|rejected|expired, "at", "why"}
     budget_day: str = ""  # the UTC day its jobs count against (MAX_DAILY_COST_USD)
     created_at: str = ""  # when the run was first claimed (its age, for RUN_SLA_SECONDS)
+    finished_at: str = ""  # when it was last completed, cancelled or rejected
+    counts: dict[str, int] = field(default_factory=dict)  # its latest rows per outcome, when it was announced
+    attempts: int = 0  # its job attempts, when it was announced
+    cost: dict[str, Any] = field(default_factory=dict)  # runs.cost_of() when it was announced
+    cancel: dict[str, str] = field(default_factory=dict)  # {"at", "why"}: copied from its cancel marker when it ends
+    reopen: dict[str, Any] = field(default_factory=dict)  # the latest retry (retry.py): selection, chunks, "done"
+    retries: list[str] = field(default_factory=list)  # the selections retried (each once)
+    state_rows: int = 0  # run_states rows written (each a load of its own file, through the windows)
 
 
 @dataclass
@@ -343,6 +403,9 @@ class JobRecord(_Record):
     )  # {"usd", "by_outcome", "price_version"} once its rows are staged
     staged: dict[str, Any] = field(default_factory=dict)  # the collector's files, once written (see collect.py)
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model: str = ""  # the model its job runs on when not the run's (a retry with --model)
+    base: int = 1  # the first attempt of its series: MAX_ATTEMPTS counts from it (a retry starts a new one)
+    cancelled: str = ""  # why its run was cancelled, when it was while this attempt was open
 
 
 ADMISSION_OPEN: Final = "OPEN"

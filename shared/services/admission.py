@@ -159,7 +159,7 @@ def _admit(
             break
         claim.confirm("admitting a batch job", CREATE_NEEDS)
         outcome = _admit_one(claim, ledger, settings, ports, inv, entry)
-        if outcome in ("absent", "stale"):
+        if outcome in ("absent", "stale", "dropped"):  # dropped: its run was cancelled, nothing created
             admission.live.pop(entry.key, None)
         elif outcome == "throttled":
             for left in picks[index:]:

@@ -70,8 +70,14 @@ def queue_attempt(
     input_uri: str,
     requests: int,
     estimate: dict[str, Any] | None = None,
+    *,
+    model: str = "",
+    base: int = 1,
 ) -> JobRecord:
-    """Record attempt ``attempt`` of ``chunk`` once, QUEUED (admission.py creates its job); return it as it stands."""
+    """Record attempt ``attempt`` of ``chunk`` once, QUEUED (admission.py creates its job); return it as it stands.
+
+    ``model``: the model when not the run's; ``base``: the first attempt of its series (MAX_ATTEMPTS counts from it).
+    """
     now = inv.now()
     new = JobRecord(
         run_id,
@@ -84,6 +90,8 @@ def queue_attempt(
         queued_at=stamp(now),
         location=settings.location,
         estimate=dict(estimate or {}),
+        model=model,
+        base=base,
     )
     new.history.append({"state": JOB_QUEUED, "at": new.queued_at})
     uri = ledger.job_uri(run_id, chunk, attempt)
@@ -116,11 +124,15 @@ def create_claimed(claim: Claim[JobRecord], settings: Settings, ports: Ports, ru
             job = ports.jobs.find(identity, record.location)  # a holder that died after creating must not bill twice
             outcome = "adopted"
             if job is None:
+                cancelled = claim.ledger.cancelled(run.run_id)
+                if cancelled is not None:  # cancelled since it was admitted: never created
+                    drop(claim, settings, ports, cancelled.get("why", ""))
+                    return "dropped"
                 _into_vertex_bucket(claim, settings, ports)
                 claim.confirm("creating a batch job", CREATE_NEEDS)
                 try:
                     job = ports.jobs.create(
-                        model=run.model,
+                        model=record.model or run.model,
                         input_uri=record.input_uri,
                         dest_prefix=record.dest_prefix,
                         display_name=f"{run.display_name or run.run_id}-c{record.chunk}-a{record.attempt}"[:128],
@@ -155,6 +167,21 @@ def create_claimed(claim: Claim[JobRecord], settings: Settings, ports: Ports, ru
         record.history.append({"state": job.state, "at": record.submitted_at})
         claim.move("submitted")
     return outcome
+
+
+def drop(claim: Claim[JobRecord], settings: Settings, ports: Ports, why: str) -> None:
+    """A QUEUED or CLAIMED attempt of a cancelled run: FINISHED with no job, its rows MISSING (cancelled)."""
+    record = claim.record
+    record.cancelled = why or "cancelled"
+    record.history.append({"state": "DROPPED", "at": stamp(claim.inv.now())})
+    claim.move("dropped")
+    claim.ledger.activate(record.run_id, record.chunk, record.attempt, claim.inv.now())  # followed: collected
+    claim.ledger.unmark_queued(record)
+    ports.bus.publish(settings.batch_finished_topic, finished_message(record))
+    record.finished_at = stamp(claim.inv.now())
+    claim.save()
+    log.info("batch job dropped: its run is cancelled", extra={"run_id": record.run_id, "chunk": record.chunk,
+                                                                 "attempt": record.attempt})  # fmt: skip
 
 
 def _into_vertex_bucket(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> None:

@@ -32,6 +32,7 @@ from shared.core.errors import PermanentError, PipelineError, TransientError
 from shared.core.records import RUN_AWAITING_APPROVAL, JobRecord, Run
 from shared.ports import Ports
 from shared.services.ledger import Claim, Ledger, lease_left, stamp
+from shared.services.run_states import record_state
 
 log = logging.getLogger("gbp.budget")
 MICRO: Final = 1_000_000
@@ -327,5 +328,6 @@ def hold(claim: Claim[Run], settings: Settings, ports: Ports, reasons: list[str]
     # (at least once, consumers key on run_id); never a held run nobody heard of.
     ports.bus.publish(settings.batch_results_topic, {**report, "report": run.report_uri}, run_id=run.run_id)
     run.error = "; ".join(reasons)  # only with the move: a hold that fails half-way leaves no reasons behind
+    record_state(claim, settings, ports, status=RUN_AWAITING_APPROVAL)
     claim.move("hold")
     log.warning("run held for approval", extra={"run_id": run.run_id, "reasons": reasons, "report": run.report_uri})

@@ -132,11 +132,14 @@ def _collect(claim: Claim[JobRecord], ledger: Ledger, settings: Settings, ports:
         # UNCOLLECTABLE, with no retry queued and no COLLECTED batch_jobs row on its way.
         raise AwaitingLoad(f"{job_key(record.run_id, record.chunk, record.attempt)}: rows registered for loading")
     retry = int(record.staged["retry"])
+    if retry and not record.child and ledger.cancelled(record.run_id) is not None:
+        retry = 0  # cancelled since its rows were staged: the rows it has stand (retryable, not retried)
+        log.info("run cancelled: retryable rows not re-submitted", extra={"run_id": record.run_id})
     if retry and not record.child:
         retry_input, next_attempt = record.staged["retry_input"], record.attempt + 1
         child = queue_attempt(
             ledger, settings, inv, record.run_id, record.chunk, next_attempt, retry_input, retry,
-            estimate=record.staged.get("retry_estimate") or {},
+            estimate=record.staged.get("retry_estimate") or {}, model=record.model, base=record.base,
         )  # fmt: skip
         count_retry(ledger, child)  # retries count against the day's budget too
         record.child, record.retried = job_key(record.run_id, record.chunk, next_attempt), retry
@@ -163,12 +166,17 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
     if found is None:
         raise PermanentError(f"the run {record.run_id} of {key} has no record")
     run = found[0]
-    price = price_of(settings, ports, run.model, record.run_id)
+    model = record.model or run.model
+    price = price_of(settings, ports, model, record.run_id)
     if record.attempt == 1 and not record.estimate:
         record.estimate = job_estimate(run, price, record.chunk)
     retryable: dict[str, bool] = {}  # request key -> worth sending again
-    final_attempt = record.attempt >= settings.max_attempts
-    reason = missing_reason(record.vertex_state, record.error, record.stuck)
+    cancel = claim.ledger.cancelled(record.run_id)
+    if cancel is not None and not record.cancelled:
+        record.cancelled = cancel.get("why") or "cancelled"
+    # MAX_ATTEMPTS counts from the first attempt of its series; a cancelled run retries nothing.
+    final_attempt = record.attempt - record.base + 1 >= settings.max_attempts or bool(record.cancelled)
+    reason = missing_reason(record.vertex_state, record.error, record.stuck, record.cancelled)
     retry = 0
     record.counts = {}  # a renewal may have saved a dead holder's partial counts
     costs: Counter[str] = Counter()  # outcome -> USD
@@ -199,7 +207,7 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
                         retry_out = stack.enter_context(ports.store.writer(retry_uri))
                     retry_out.write(line + b"\n")
                     retry += 1
-    record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry, "model": run.model}
+    record.staged = {"rows": rows_uri, "retry_input": retry_uri if retry else "", "retry": retry, "model": model}
     if retry:
         # Counted against the day it is queued, when the run's own spend is counted (not a run of an earlier release).
         record.staged["retry_estimate"] = retry_estimate(run, price, record, retry) if run.budget_day else {}

@@ -287,6 +287,20 @@ class Ledger:
             waiting.append(entry)
         return sorted(waiting, key=lambda q: q.at)
 
+    # --- cancel requests: one create-only marker a run, read by whoever would start or retry work of it
+    def cancel_uri(self, run_id: str) -> str:
+        """The cancel marker of a run (``{"at", "why"}``)."""
+        return f"{self.root}/cancel/{run_id}.json"
+
+    def cancelled(self, run_id: str) -> dict[str, str] | None:
+        """The run's cancel request, if one was made (and not undone by a retry)."""
+        found = self.store.read(self.cancel_uri(run_id))
+        return None if found is None else dict(orjson.loads(found[0]))
+
+    def cancelled_runs(self) -> set[str]:
+        """Every run with a cancel marker (one listing)."""
+        return {uri.rsplit("/", 1)[1].removesuffix(".json") for uri in self.store.list(f"{self.root}/cancel/")}
+
     def deactivate_run(self, run_id: str) -> None:
         """Stop following a run."""
         self.store.delete(f"{self.root}/active-runs/{run_id}")

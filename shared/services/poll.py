@@ -30,7 +30,7 @@ from shared.core.records import (
     JOB_SUBMITTED,
     JOB_TERMINAL,
     RUN_AWAITING_APPROVAL,
-    RUN_COMPLETE,
+    RUN_FINISHED,
     RUN_REJECTED,
     RUN_RUNNING,
     RUN_SUBMITTING,
@@ -42,7 +42,9 @@ from shared.core.records import (
 from shared.ports import JobError, Ports, VertexJob
 from shared.services.admission import ADMIT_RESERVE, admit
 from shared.services.attempts import finished_message, observe, redrive
+from shared.services.cancel import enforce
 from shared.services.ledger import ClaimHeld, Invocation, Ledger, lease_left, stamp
+from shared.services.retry import RetryRequest
 from shared.services.runs import decline, latest_attempts
 from shared.services.windows import load_windows
 
@@ -70,6 +72,8 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
             "nudged",
             "expired",
             "overdue",
+            "cancelling",
+            "retries_resent",
             "errors",
         ),
         0,
@@ -127,10 +131,14 @@ def poll(settings: Settings, ports: Ports, inv: Invocation) -> dict[str, int]:
     except Exception as exc:  # the windows wait for the next tick
         counts["errors"] += 1
         log.warning("load windows failed", extra={"error": str(exc)}, exc_info=not isinstance(exc, PipelineError))
-    for run_id in ledger.active_runs():
+    runs = ledger.active_runs()
+    cancelled = ledger.cancelled_runs() if runs else set()  # one listing a tick
+    for run_id in runs:
         if inv.time_left() < TICK_RESERVE:
             break
         try:
+            if run_id in cancelled:
+                counts["cancelling"] += enforce(ledger, settings, ports, inv, run_id) in ("cancelling", "cancelled")
             _follow_run(ledger, settings, ports, inv, run_id, run_id in busy_runs, counts)
         except Exception as exc:
             counts["errors"] += 1
@@ -286,12 +294,23 @@ def _follow_run(
         return
     run, generation = found
     lapsed = lease_left(run.claimed_at, now, settings.lease_seconds) <= 0
-    if not (run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced)):
+    ended = run.status == RUN_REJECTED or (run.status in RUN_FINISHED and run.announced)
+    if not ended:
         _check_sla(ledger, settings, run, now, counts)
-    if run.status == RUN_REJECTED or (run.status == RUN_COMPLETE and run.announced):
+    if ended:
         ledger.deactivate_run(run_id)
     elif not lapsed:
-        return  # its holder is at work (submitting, or completing it)
+        return  # its holder is at work (submitting, completing it, queueing a retry)
+    elif run.status == RUN_RUNNING and run.reopen and not run.reopen.get("done"):
+        if lease_left(run.resume_sent_at, now, settings.lease_seconds) <= 0:  # the retry's holder died: again
+            run.resume_sent_at = stamp(now)
+            ledger.put(run, generation)  # first: a tick that overlaps this one does not publish too
+            reopen = run.reopen
+            again = RetryRequest(run_id, reopen["id"], tuple(reopen["outcomes"]), tuple(reopen["error_statuses"]),
+                                 reopen.get("model", ""))  # fmt: skip
+            ports.bus.publish(settings.batch_requests_topic, again.message(), run_id=run_id)
+            counts["retries_resent"] += 1
+            log.warning("run retry lapsed: retry sent again", extra={"run_id": run_id})
     elif run.status == RUN_AWAITING_APPROVAL:
         if lease_left(run.held_at, now, settings.approval_timeout_seconds) <= 0:
             _expire(ledger, settings, ports, inv, run_id, counts)
@@ -302,7 +321,7 @@ def _follow_run(
             ports.bus.publish(settings.batch_requests_topic, {"resume": run_id}, run_id=run_id)
             counts["resumed"] += 1
             log.warning("run submission lapsed: resume sent", extra={"run_id": run_id})
-    elif (run.status == RUN_RUNNING and not busy) or run.status == RUN_COMPLETE:
+    elif (run.status == RUN_RUNNING and not busy) or run.status in RUN_FINISHED:
         records = ledger.jobs_of(run_id)
         open_attempts = [r for r in records if r.status not in JOB_TERMINAL]
         for record in open_attempts:  # a backstop: an attempt nobody follows (or queues) is again

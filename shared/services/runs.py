@@ -18,8 +18,7 @@ from shared.core.errors import PermanentError
 from shared.core.records import (
     JOB_TERMINAL,
     JOB_UNCOLLECTABLE,
-    RUN_COMPLETE,
-    RUN_REJECTED,
+    RUN_FINISHED,
     RUN_RUNNING,
     JobRecord,
     Run,
@@ -27,6 +26,7 @@ from shared.core.records import (
 from shared.ports import Ports
 from shared.services.budget import settle_spend
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
+from shared.services.run_states import move_target, record_state
 from shared.services.windows import settle
 
 log = logging.getLogger("gbp.runs")
@@ -67,17 +67,17 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
     if found is None:
         return "unknown"
     run = found[0]
-    if run.status == RUN_COMPLETE and run.announced:
+    if run.status in RUN_FINISHED and run.announced:
         return "announced"
-    if run.status not in (RUN_RUNNING, RUN_COMPLETE):
-        return "open"
+    if run.status not in (RUN_RUNNING, *RUN_FINISHED) or (run.reopen and not run.reopen.get("done")):
+        return "open"  # (a retry still queueing its attempts: retry.py completes it, or its message is resent)
     records = ledger.jobs_of(run_id)
     # Every attempt, not only the latest of each chunk: a parent still loading its batch_jobs
     # row after its child attempt was collected keeps the run open.
     if len(latest_attempts(records)) < run.chunks or any(r.status not in JOB_TERMINAL for r in records):
         return "open"
     try:
-        run, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_RUNNING, RUN_COMPLETE}))
+        run, claim = ledger.claim(Run, ledger.run_uri(run_id), inv, states=frozenset({RUN_RUNNING, *RUN_FINISHED}))
     except ClaimHeld:
         return "open"  # another invocation is completing it; the poller nudges if it dies
     if claim is None or run.announced:
@@ -87,10 +87,15 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
             claim.release()
             return "open"  # its load window wakes it (batch-finished of chunk 0) once loaded
         if run.status == RUN_RUNNING:
-            claim.move("complete")
-        release_work_files(settings, ports, run_id, inv.now())
+            cancel = ledger.cancelled(run_id)
+            run.cancel = cancel or {}
+            claim.move("cancel" if cancel is not None else "complete")
         settle_spend(ledger, run, records)  # the day's spend: what it cost, no longer what was expected
         summary = ports.warehouse.run_summary(run_id)
+        run.counts, run.attempts, run.cost = summary["counts"], len(records), cost_of(records)
+        run.finished_at = stamp(inv.now())
+        record_state(claim, settings, ports)
+        release_work_files(settings, ports, run_id, inv.now())
         claim.confirm("announcing the run", ANNOUNCE_NEEDS)
         ports.bus.publish(settings.batch_results_topic, announcement(run, records, summary), run_id=run_id)
         run.announced = True
@@ -124,14 +129,19 @@ def _invalid_rows_loaded(claim: Claim[Run], settings: Settings, ports: Ports) ->
 
 
 def decline(claim: Claim[Run], settings: Settings, ports: Ports, verdict: str, why: str) -> None:
-    """A held run not approved (``verdict``: rejected, or expired): REJECTED with no job, announced."""
+    """A held run not approved (``verdict``: rejected, expired, or cancelled): REJECTED (CANCELLED) with no job."""
     run, now = claim.record, claim.inv.now()
     run.decision = {"verdict": verdict, "at": stamp(now), "why": why}
     run.error = f"not approved ({verdict}): {why}"
+    transition = "cancel" if verdict == "cancelled" else "decline"
+    if verdict == "cancelled":
+        run.cancel = {"at": stamp(now), "why": why}
+    run.finished_at = stamp(now)
+    record_state(claim, settings, ports, status=move_target(run, transition))
     claim.confirm("announcing the declined run", ANNOUNCE_NEEDS)
     message = {
         "run_id": run.run_id,
-        "status": RUN_REJECTED,
+        "status": move_target(run, transition),
         "source": run.source,
         "model": run.model,
         "requests": run.requests,
@@ -141,7 +151,7 @@ def decline(claim: Claim[Run], settings: Settings, ports: Ports, verdict: str, w
         "report": run.report_uri,
     }
     ports.bus.publish(settings.batch_results_topic, message, run_id=run.run_id)  # before the move: at least once
-    claim.move("decline")
+    claim.move(transition)
     release_work_files(settings, ports, run.run_id, now)
     claim.ledger.deactivate_run(run.run_id)
     log.warning("run not approved", extra={"run_id": run.run_id, "verdict": verdict, "why": why})
@@ -180,6 +190,7 @@ def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) ->
         "invalid": run.invalid,
         **({"error": run.error} if run.error else {}),  # e.g. a source that could not be read to its end
         "jobs": sorted(r.job_name for r in records if r.job_name),
+        **({"cancel": run.cancel} if run.cancel else {}),
         "uncollectable": [
             {"chunk": r.chunk, "attempt": r.attempt, "job_name": r.job_name, "error": r.collect_error}
             for r in sorted(records, key=lambda r: (r.chunk, r.attempt))

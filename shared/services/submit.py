@@ -27,7 +27,7 @@ from shared.core.keys import JobLimits, KeyedLine, KeyIndex, assigned_key
 from shared.core.lines import iter_lines
 from shared.core.messages import check_model, check_source
 from shared.core.normalize import FAILED, RowContext, missing_row
-from shared.core.records import RUN_AWAITING_APPROVAL, RUN_SUBMITTING, Run
+from shared.core.records import RUN_AWAITING_APPROVAL, RUN_REJECTED, RUN_RUNNING, RUN_SUBMITTING, Run
 from shared.core.validate import Marks, ScannedLine, ValidationOptions, ValidationSummary, scan
 from shared.ports import Ports
 from shared.services.admission import try_admit
@@ -35,6 +35,7 @@ from shared.services.attempts import CREATE_NEEDS, queue_attempt
 from shared.services.budget import guard, run_table
 from shared.services.ledger import Claim, ClaimHeld, DeadlineNear, Invocation, Ledger, stamp
 from shared.services.loads import load_entry
+from shared.services.run_states import record_state
 from shared.services.runs import complete_run, decline, release_work_files
 from shared.services.windows import settle
 
@@ -180,6 +181,7 @@ def _submit_claimed(claim: Claim[Run], ledger: Ledger, settings: Settings, ports
                 return _continue(claim, settings, ports)  # the rest in a fresh invocation
             queue_attempt(ledger, settings, inv, run.run_id, chunk, 1, files[chunk], counts[chunk])
             claim.keep_alive()
+    record_state(claim, settings, ports, status=RUN_RUNNING)
     claim.move("start")
     try_admit(ledger, settings, ports, inv)  # the jobs start now when slots are free, else as they free
     log.info(
@@ -521,6 +523,8 @@ def _reject(
     if run.report_uri.startswith(f"gs://{settings.work_bucket}/"):
         ports.store.write(run.report_uri, body)
     run.invalid, run.error = (summary.invalid if summary else 0), error
+    run.finished_at = stamp(claim.inv.now())
+    record_state(claim, settings, ports, status=RUN_REJECTED)
     claim.move("reject")
     release_work_files(settings, ports, run.run_id, claim.inv.now())
     ledger.deactivate_run(run.run_id)

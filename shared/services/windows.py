@@ -45,7 +45,7 @@ from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, lease_l
 from shared.services.loads import DONE, FAILED, LOAD_NEEDS, load_once, owner_of
 
 log = logging.getLogger("gbp.windows")
-WINDOW_TABLES: Final = ("predictions", "batch_jobs")
+WINDOW_TABLES: Final = ("predictions", "batch_jobs", "run_states")
 MAX_SOURCES: Final = 10_000  # source URIs one load job takes
 SPLIT: Final = "SPLIT"
 RETRY_SECONDS: Final = 60
@@ -122,6 +122,25 @@ def settle(claim: Claim[Any], name: str, table: str, source_uri: str, settings: 
     if error:
         raise PermanentError(f"load of {entry['source']} into {table} failed: {error}")
     return True
+
+
+def register(claim: Claim[Any], name: str, table: str, source_uri: str, settings: Settings, ports: Ports) -> None:
+    """Register ``source_uri`` for loading into ``table`` as the load ``name`` and go on: nobody waits for it.
+
+    For files no step depends on (a run's ``run_states`` rows). Its window loads it; a marker
+    that comes too late for its window is moved on to the current one by the loader (the file
+    has no owner to wake). With LOAD_WINDOW_SECONDS=0 it is loaded at once.
+    """
+    if settings.load_window_seconds == 0:
+        load_once(claim, name, table, source_uri, ports)
+        return
+    entry: dict[str, Any] | None = claim.record.loads.get(name)
+    if entry is None:
+        seconds, window = settings.load_window_seconds, window_of(claim.inv.now(), settings.load_window_seconds)
+        entry = {"table": table, "source": source_uri, "seconds": seconds, "window": window}
+        claim.record.loads[name] = entry
+        claim.save()  # recorded before the marker (one name, one file)
+    claim.ledger.store.write(_marker(claim.ledger, table, int(entry["seconds"]), entry["window"], entry["source"]), b"")
 
 
 def load_windows(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocation, reserve: float) -> dict[str, int]:
@@ -262,12 +281,15 @@ def owner_of_file(uri: str) -> tuple[str, int, int] | None:
     """Whom to wake once a staged file is loaded: the attempt of ``rows/<run>/<key>.g<n>[.job].ndjson``.
 
     For a run's rejected lines (``rows/<run>/invalid.g<n>.ndjson``) its chunk 0, attempt 1, whose
-    collector completes the run (a run with rejected lines has at least one valid one).
+    collector completes the run (a run with rejected lines has at least one valid one). None for
+    a file nobody waits for (a run's state rows, ``rows/<run>/run.s<n>.g<n>.ndjson``).
     """
     folder, name = uri.rsplit("/", 2)[-2:]
     key = name.split(".", 1)[0]
     if key == "invalid":
         return folder, 0, 1
+    if key == "run":
+        return None
     try:
         run_id, chunk, attempt = key.rsplit("-", 2)
         return run_id, int(chunk.removeprefix("c")), int(attempt.removeprefix("a"))
@@ -291,13 +313,21 @@ def _sweep(
     Within the invocation's time: what is left is swept (its owners woken again) next tick.
     """
     found = ledger.store.read(ledger.window_uri(table, seconds, window))
-    if found is None or Window.from_json(orjson.loads(found[0])).status != WINDOW_DONE:
+    if found is None:
         return 0
+    record = Window.from_json(orjson.loads(found[0]))
+    if record.status != WINDOW_DONE:
+        return 0
+    loaded = set(record.sources)
     woken: set[tuple[str, int, int]] = set()
     for source in sorted(sources):
         if inv.time_left() < reserve:
             break
         owner = owner_of_file(source)
+        if owner is None and source not in loaded:  # came too late, and nobody would register it again: moved on
+            later = window_of(inv.now(), seconds)
+            ledger.store.write(_marker(ledger, table, seconds, max(later, window + 1), source), b"")
+            log.warning("load marker too late for its window: moved on", extra={"table": table, "gcs_uri": source})
         if owner is not None and owner not in woken:  # woken before its marker goes: a crash wakes it again
             run_id, chunk, attempt = owner
             ports.bus.publish(settings.batch_finished_topic, {"run_id": run_id, "chunk": chunk, "attempt": attempt})

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 from google.api_core import exceptions
 from typer.testing import CliRunner
 
@@ -20,6 +21,7 @@ from tests.integration.helpers import (
     jsonl,
     latest_rows,
     manual_run,
+    query_rows,
     request_line,
     run_record,
     until_complete,
@@ -43,11 +45,12 @@ def test_runs_and_status_show_a_run_from_the_ledger(cloud: Endpoints, local: Non
     listed = _cli("runs", "--local", "--json", "--status", "complete", "--since", "1h")
     assert listed.exit_code == 0, listed.output
     mine = [r for r in orjson.loads(listed.stdout) if r["run_id"] == run_id]
-    assert mine and mine[0]["requests"] == 3 and mine[0]["expected_usd"] > 0
+    assert mine and mine[0]["requests"] == 3 and mine[0]["expected_cost_usd"] > 0
+    assert mine[0]["rows"] == {"SUCCEEDED": 3} and mine[0]["attempts"] == 1 and mine[0]["finished_at"]
     shown = _cli("status", run_id, "--local", "--json")
     assert shown.exit_code == 0, shown.output
     status = orjson.loads(shown.stdout)
-    assert status["run"]["status"] == "COMPLETE" and status["next"] == "complete"
+    assert status["run"]["status"] == "COMPLETE" and status["next"].startswith("complete")
     assert [(a["chunk"], a["attempt"], a["status"]) for a in status["attempts"]] == [(0, 1, "COLLECTED")]
     assert status["attempts"][0]["counts"] == {"SUCCEEDED": 3} and status["attempts"][0]["job_name"]
     human = _cli("status", run_id, "--local")
@@ -148,3 +151,80 @@ def test_submit_wait_follows_a_run_to_its_summary_and_replay_makes_a_new_run(
     until_complete(cloud, again, timeout=120)
     assert run_record(cloud, again)["source"].startswith(source.removesuffix(".jsonl") + ".replay-")
     assert sorted(latest_rows(cloud, again)) == [f"k{i}" for i in range(4)]
+
+
+def _until(check: Any, timeout: float = 120, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def _runs_view(cloud: Endpoints, run_id: str) -> dict[str, Any] | None:
+    rows = query_rows(cloud, "SELECT * FROM gbp.runs WHERE run_id = @run", run_id)
+    return rows[0] if rows else None
+
+
+def test_retry_runs_rows_a_wrong_model_left_missing_on_the_fixed_model_once_and_the_runs_view_follows(
+    cloud: Endpoints, local: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.jsonl"
+    path.write_bytes(jsonl([request_line(f"q{i}", f"k{i}") for i in range(3)]))
+    typo = _cli("submit", str(path), "--local", "--model", "gemini-2.5-flsh", "--wait", "--json", "--timeout", "120")
+    assert typo.exit_code == 0, typo.output  # the run ended COMPLETE: every row MISSING, each with why
+    run_id = orjson.loads(typo.stdout)["run_id"]
+    refused = {(r["outcome"], r["error_status"]) for r in latest_rows(cloud, run_id).values()}
+    assert refused == {("MISSING", "NOT_FOUND")}
+    args = ("retry", run_id, "--local", "--json", "--outcome", "missing", "--error-status", "NOT_FOUND",
+            "--model", "gemini-2.5-flash")  # fmt: skip
+    first, second = _cli(*args), _cli(*args)  # the same selection, asked twice
+    assert first.exit_code == 0, first.output
+    selection = orjson.loads(first.stdout)["selection"]
+    assert second.exit_code == 1 or orjson.loads(second.stdout)["selection"] == selection, second.output
+    followed = _cli(*args[:4], "--wait", "--timeout", "120")  # now RUNNING (or done): nothing new is sent
+    assert followed.exit_code in (0, 1), followed.output
+    _until(lambda: selection in run_record(cloud, run_id)["retries"] and run_record(cloud, run_id)["announced"])
+    rows = latest_rows(cloud, run_id)
+    assert {(k, r["outcome"], r["attempt"]) for k, r in rows.items()} == {(f"k{i}", "SUCCEEDED", 2) for i in range(3)}
+    jobs = vertex_jobs(cloud, run_id)
+    assert [j.display_name.rsplit("-", 1)[1] for j in jobs] == ["a2"]  # attempt 1 was refused; one retry job, once
+    assert jobs[0].model.endswith("gemini-2.5-flash")
+    assert run_record(cloud, run_id)["retries"] == [selection]
+    # The runs view shows what `gemini-batch runs` prints (once its window is loaded).
+    listed = orjson.loads(_cli("runs", "--local", "--json", "--since", "1h").stdout)
+    mine = next(r for r in listed if r["run_id"] == run_id)
+    assert mine["status"] == "COMPLETE" and mine["rows"] == {"SUCCEEDED": 3} and mine["attempts"] == 2
+    view = _until(lambda: (v := _runs_view(cloud, run_id)) and v["seq"] == mine["seq"] and v)
+    rows_json = view["rows"] if isinstance(view["rows"], dict) else orjson.loads(view["rows"])
+    assert (view["status"], rows_json, view["attempts"], view["requests"]) == ("COMPLETE", {"SUCCEEDED": 3}, 2, 3)
+    assert view["model"] == mine["model"] == "gemini-2.5-flsh" and view["cost_usd"] == pytest.approx(mine["cost_usd"])
+
+
+def test_cancel_leaves_no_job_running_and_a_cancelled_run_with_every_row(
+    cloud: Endpoints, local: None, tmp_path: Path
+) -> None:
+    stall = f"s{time.time_ns()}"
+    rule = {"jobs": [{"labels": {"stall": stall}, "faults": {"stuck-running": "true"}, "count": 5}]}
+    requests.post(f"{cloud.vertex}/_emulator/faults", json=rule, timeout=10).raise_for_status()
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(jsonl([request_line(f"q{i}", f"k{i}") for i in range(4)]))
+    sent = _cli("submit", str(path), "--local", "--label", f"stall={stall}", "--json")
+    assert sent.exit_code == 0, sent.output
+    run_id = orjson.loads(sent.stdout)["run_id"]
+    _until(lambda: any(j.state.name == "JOB_STATE_RUNNING" for j in vertex_jobs(cloud, run_id)))
+    cancelled = _cli("cancel", run_id, "--local", "--reason", "wrong prompts", "--wait", "--json", "--timeout", "120")
+    assert cancelled.exit_code == 0, cancelled.output
+    row = orjson.loads(cancelled.stdout)
+    assert row["status"] == "CANCELLED" and row["cancel_reason"] == "wrong prompts" and row["rows"] == {"MISSING": 4}
+    assert all(j.state.name == "JOB_STATE_CANCELLED" for j in vertex_jobs(cloud, run_id))  # none left running
+    rows = latest_rows(cloud, run_id)
+    assert {(r["outcome"], r["error_status"], r["retryable"]) for r in rows.values()} == {
+        ("MISSING", "CANCELLED", False)
+    }
+    assert sorted(rows) == [f"k{i}" for i in range(4)]
+    assert [j.display_name.rsplit("-", 1)[1] for j in vertex_jobs(cloud, run_id)] == ["a1"]  # nothing retried
+    again = _cli("cancel", run_id, "--local")
+    assert again.exit_code == 1 and "nothing to cancel" in again.output

@@ -54,7 +54,11 @@ def _upload(cloud: Endpoints, lines: list[dict[str, Any]] | bytes) -> str:
 
 
 def _create(
-    cloud: Endpoints, src: str, labels: dict[str, str] | None = None, client: genai.Client | None = None
+    cloud: Endpoints,
+    src: str,
+    labels: dict[str, str] | None = None,
+    client: genai.Client | None = None,
+    model: str = "gemini-2.5-flash",
 ) -> tuple[Any, str]:
     client = client or genai_client(cloud)
     dest = f"gs://gbp-output/vertex-tests/{next(_counter)}-{time.time_ns()}"
@@ -63,7 +67,7 @@ def _create(
         display_name="test",
         http_options=types.HttpOptions(extra_body={"labels": labels or {}}),
     )
-    job = client.batches.create(model="gemini-2.5-flash", src=types.BatchJobSource(gcs_uri=[src]), config=config)
+    job = client.batches.create(model=model, src=types.BatchJobSource(gcs_uri=[src]), config=config)
     return job, dest
 
 
@@ -340,6 +344,13 @@ def test_vertex_create_errors_surface_as_sdk_errors(cloud: Endpoints) -> None:
     assert (first.value.code, second.value.code) == (429, 503)
     job, _ = _create(cloud, src)  # the queue is drained
     _finish(cloud, job.name)
+
+
+def test_vertex_refuses_a_model_it_does_not_publish_with_404(cloud: Endpoints) -> None:
+    src = _upload(cloud, [_request("hi", "a")])
+    with pytest.raises(errors.ClientError) as refused:
+        _create(cloud, src, model="gemini-2.5-flsh")
+    assert refused.value.code == 404 and "gemini-2.5-flsh" in str(refused.value)
 
 
 @pytest.fixture

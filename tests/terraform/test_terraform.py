@@ -110,10 +110,12 @@ def test_topics_and_triggers_match_the_local_wiring() -> None:
 def test_bigquery_tables_use_the_schema_files_the_code_uses() -> None:
     tables = {next(iter(r)): r for r in _load("bigquery.tf")["resource"] if '"google_bigquery_table"' in r}
     text = (TF / "bigquery.tf").read_text()
-    for name in ("predictions", "batch_jobs"):
+    for name in ("predictions", "batch_jobs", "run_states"):
         assert f'file("${{path.module}}/../shared/core/schemas/{name}.json")' in text
         assert (ROOT / "shared" / "core" / "schemas" / f"{name}.json").exists()
-    assert "latest_predictions.sql" in text
+    for view in ("latest_predictions", "runs"):  # the same SQL files the local cloud creates them from
+        assert f'templatefile("${{path.module}}/../shared/core/schemas/{view}.sql"' in text
+        assert (ROOT / "shared" / "core" / "schemas" / f"{view}.sql").exists()
     assert tables  # parsed
 
 

@@ -171,7 +171,9 @@ class FakeJobs:
             raise RefusedError(f"creating a batch job: 400 model {model} not found", 400, "INVALID_ARGUMENT")
         self.creates += 1
         name = f"projects/p/locations/{location}/batchPredictionJobs/{len(self.jobs) + 1}"
-        self.jobs[name] = {"state": "JOB_STATE_QUEUED", "labels": labels, "input": input_uri, "dest": dest_prefix}
+        self.jobs[name] = {
+            "state": "JOB_STATE_QUEUED", "labels": labels, "input": input_uri, "dest": dest_prefix, "model": model
+        }  # fmt: skip
         if fault == "lost":
             raise UncertainError("creating a batch job: RemoteProtocolError: Server disconnected")
         return VertexJob(name, "JOB_STATE_QUEUED")
@@ -271,6 +273,12 @@ class FakeWarehouse:
                 output = (row.get("candidates_tokens") or 0) + (row.get("thoughts_tokens") or 0)
                 history[version] = (total + output, rows + 1)
         return history
+
+    def selected_keys(self, run_id: str, outcomes: list[str], error_statuses: list[str]) -> Iterator[str]:
+        for key, row in self.latest(run_id).items():
+            status_ok = not error_statuses or row.get("error_status") in error_statuses
+            if row["attempt"] > 0 and row["outcome"] in outcomes and status_ok:
+                yield key
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         raise PermanentError(f"reading {table_uri}: 404 Not found: Table")

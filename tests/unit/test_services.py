@@ -15,10 +15,12 @@ from shared.core.records import Run, state_table
 from shared.ports import Ports
 from shared.services.admission import admit
 from shared.services.attempts import queue_attempt
+from shared.services.cancel import cancel
 from shared.services.collect import collect
 from shared.services.ledger import Ledger
 from shared.services.poll import poll
-from shared.services.submit import MESSAGE, Submission, resume, submit
+from shared.services.retry import RetryRequest, retry
+from shared.services.submit import MESSAGE, Submission, decide, resume, submit
 from tests.unit.fakes import FakeBus, FakeClock, FakeJobs, FakeWarehouse, MemoryStore, fake_ports
 
 SETTINGS = Settings(
@@ -114,7 +116,7 @@ class World:
         results = []
         for topic, handle in (
             ("finished", lambda m: collect(m, self.settings, self.ports, self.inv())),
-            ("requests", lambda m: resume(m["resume"], self.settings, self.ports, self.inv())),
+            ("requests", self._request),
         ):
             for message in self.bus.take(topic):
                 try:
@@ -123,6 +125,19 @@ class World:
                     results.append(f"retried: {type(exc).__name__}")
                     self.bus.messages.append((topic, message))
         return results
+
+    def _request(self, payload: dict[str, Any]) -> str:
+        """A batch-requests message, as submit_request dispatches it (the test's run ids are short: not parsed)."""
+        if "resume" in payload:
+            return resume(payload["resume"], self.settings, self.ports, self.inv())
+        if "cancel" in payload:
+            return cancel(payload["cancel"], payload.get("reason", ""), self.settings, self.ports, self.inv())
+        if "retry" in payload:
+            what = RetryRequest(payload["retry"], payload["selection"], tuple(payload["outcomes"]),
+                                tuple(payload["error_statuses"]), payload.get("model", ""))  # fmt: skip
+            return retry(what, self.settings, self.ports, self.inv())
+        verdict = "approve" if "approve" in payload else "reject"
+        return decide(payload[verdict], verdict, payload.get("reason", ""), self.settings, self.ports, self.inv())
 
     def drive(self, rounds: int = 5) -> None:
         for _ in range(rounds):

@@ -1,0 +1,228 @@
+"""Retry: chosen rows of a finished run sent again as a new attempt of their chunks, once per selection.
+
+``gemini-batch retry RUN --outcome … [--error-status …] [--model M]`` publishes
+``{"retry": run, "selection": id, "outcomes", "error_statuses", "model"}`` on ``batch-requests``.
+The selection id names the filter, the model and the run's latest attempt of every chunk (which
+rows are its latest): the same call made twice, or its message delivered twice, names the same
+id and is acted on once; one made before the run changed (another retry since) is stale.
+
+Under the run's claim: the matching latest rows are read from BigQuery (their keys); every input
+file is checked to still exist (a run's work files are deleted some days after it ends: replay the
+file then) before the run is reopened (COMPLETE or CANCELLED -> RUNNING, ``reopen`` recorded with
+the attempt number each chunk gets); then, chunk by chunk, the chunk's first input is streamed for
+the selected keys' original request lines, written as the new attempt's input, and the attempt
+queued: a series of its own (MAX_ATTEMPTS counts from it), on ``model`` when given, counted
+against the day's budget. A holder that dies goes on from the chunks recorded (the poller sends
+the message again); the run completes and is announced again once the new attempts are collected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.config import Settings
+from shared.core.errors import PermanentError, TransientError
+from shared.core.ids import job_key
+from shared.core.keys import key_member
+from shared.core.lines import iter_lines
+from shared.core.records import RUN_FINISHED, RUN_RUNNING, JobRecord, Run
+from shared.ports import Ports
+from shared.services.admission import try_admit
+from shared.services.attempts import queue_attempt
+from shared.services.budget import count_retry, price_of, retry_estimate
+from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
+from shared.services.run_states import record_state
+from shared.services.runs import complete_run, latest_attempts
+
+log = logging.getLogger("gbp.retry")
+DEFAULT_OUTCOMES: Final = ("FAILED", "MISSING")
+KEEP_ALIVE_LINES: Final = 20_000
+
+
+@dataclass(frozen=True)
+class RetryRequest:
+    """A checked ``retry`` message."""
+
+    run_id: str
+    selection: str
+    outcomes: tuple[str, ...] = DEFAULT_OUTCOMES
+    error_statuses: tuple[str, ...] = ()
+    model: str = ""  # "" = each attempt's own
+
+    def message(self) -> dict[str, Any]:
+        """The ``batch-requests`` message."""
+        return {
+            "retry": self.run_id,
+            "selection": self.selection,
+            "outcomes": list(self.outcomes),
+            "error_statuses": list(self.error_statuses),
+            **({"model": self.model} if self.model else {}),
+        }
+
+
+def selection_id(
+    run_id: str, latest: dict[int, int], outcomes: Iterable[str], error_statuses: Iterable[str], model: str
+) -> str:
+    """Names a retry: its filter and model, and the run's latest attempt of every chunk (chunk -> attempt)."""
+    named = {
+        "run": run_id,
+        "latest": sorted(latest.items()),
+        "outcomes": sorted(set(outcomes)),
+        "error_statuses": sorted(set(error_statuses)),
+        "model": model,
+    }
+    return "s" + hashlib.sha256(orjson.dumps(named)).hexdigest()[:16]
+
+
+def request_for(
+    ledger: Ledger, run_id: str, outcomes: Iterable[str], error_statuses: Iterable[str], model: str
+) -> RetryRequest:
+    """The retry of ``run_id``'s rows as its attempts stand now (what ``gemini-batch retry`` sends)."""
+    latest = {chunk: r.attempt for chunk, r in latest_attempts(ledger.jobs_of(run_id)).items()}
+    outcomes, error_statuses = tuple(sorted(set(outcomes))), tuple(sorted(set(error_statuses)))
+    return RetryRequest(
+        run_id, selection_id(run_id, latest, outcomes, error_statuses, model), outcomes, error_statuses, model
+    )
+
+
+def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocation) -> str:
+    """Handle a ``retry`` message: "retried", "duplicate", "stale", "nothing", "refused" or "busy"."""
+    ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
+    found = ledger.get_run(request.run_id)
+    if found is None:
+        raise PermanentError(f"retry: unknown run {request.run_id}")
+    run = found[0]
+    fields = {"run_id": run.run_id, "selection": request.selection}
+    if request.selection in run.retries:
+        log.info("retry: done before", extra=fields)
+        return "duplicate"
+    pending = run.reopen if run.reopen and not run.reopen.get("done") else None
+    if pending is not None and pending["id"] != request.selection:
+        log.warning("retry: another retry of the run is being queued; this one is stale once it is", extra=fields)
+        return "busy"
+    keys: set[str] = set()
+    if pending is None:
+        if run.status not in RUN_FINISHED or not run.announced:
+            log.warning("retry refused: the run has not finished", extra={**fields, "status": run.status})
+            return "refused"
+        records = ledger.jobs_of(run.run_id)
+        latest = {chunk: r.attempt for chunk, r in latest_attempts(records).items()}
+        current = selection_id(run.run_id, latest, request.outcomes, request.error_statuses, request.model)
+        if current != request.selection:
+            log.warning("retry refused: the run changed since the rows were chosen (stale)", extra=fields)
+            return "stale"
+        gone = [r.input_uri for r in records if r.attempt == 1 and ports.store.generation(r.input_uri) is None]
+        if gone:
+            log.error("retry refused: the run's staged inputs are deleted; replay its file", extra={**fields,
+                      "gcs_uri": gone[0], "missing_files": len(gone)})  # fmt: skip
+            return "refused"
+        keys = set(ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses)))
+        if not keys:
+            log.info("retry: no row matches", extra=fields)
+            return "nothing"
+    try:
+        run, claim = ledger.claim(Run, ledger.run_uri(run.run_id), inv, states=frozenset({*RUN_FINISHED, RUN_RUNNING}))
+    except ClaimHeld as exc:
+        raise TransientError(f"retry of {run.run_id}: the run is held by another invocation; retried") from exc
+    if claim is None:
+        return "refused"
+    with claim.released_on_error():
+        if run.reopen.get("id") != request.selection:
+            if run.status == RUN_RUNNING or request.selection in run.retries:
+                claim.release()
+                return "busy"
+            _reopen(claim, request, len(keys))
+        elif not keys:  # a successor: the rows of the chunks left are as they were (their attempts are not new)
+            keys = set(ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses)))
+        queued = _queue_chunks(claim, settings, ports, keys)
+        run.reopen["done"], run.reopen["unmatched"] = True, len(keys) - queued
+        run.retries.append(request.selection)
+        run.claimed_at = ""
+        claim.save()
+    log.info("rows re-submitted by retry", extra={**fields, "rows": queued, "unmatched": len(keys) - queued})
+    try_admit(ledger, settings, ports, inv)
+    complete_run(ledger, settings, ports, inv, run.run_id)  # nothing was queued (every key unmatched): done again
+    return "retried"
+
+
+def _reopen(claim: Claim[Run], request: RetryRequest, rows: int) -> None:
+    """The run RUNNING again, with the attempt number every chunk's retry gets (fixed before any is queued)."""
+    run, ledger = claim.record, claim.ledger
+    latest = latest_attempts(ledger.jobs_of(run.run_id))
+    run.reopen = {
+        "id": request.selection,
+        "outcomes": list(request.outcomes),
+        "error_statuses": list(request.error_statuses),
+        "model": request.model,
+        "at": stamp(claim.inv.now()),
+        "rows": rows,
+        "next": {str(chunk): record.attempt + 1 for chunk, record in latest.items()},
+        "chunks": {},
+        "done": False,
+    }
+    ledger.store.delete(ledger.cancel_uri(run.run_id))  # a cancelled run goes on
+    run.announced, run.finished_at, run.cancel = False, "", {}
+    claim.move("reopen")
+    ledger.activate_run(run.run_id, claim.inv.now())
+
+
+def _first_inputs(ledger: Ledger, run_id: str) -> dict[int, JobRecord]:
+    return {r.chunk: r for r in ledger.jobs_of(run_id) if r.attempt == 1}
+
+
+def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: set[str]) -> int:
+    """Every chunk's selected request lines written and queued as its next attempt; the rows queued."""
+    run, ledger, inv = claim.record, claim.ledger, claim.inv
+    reopen, model = run.reopen, run.reopen.get("model", "")
+    price = price_of(settings, ports, model or run.model, run.run_id)
+    firsts = _first_inputs(ledger, run.run_id)
+    queued = sum(int(n) for n in reopen["chunks"].values())
+    for chunk_text, attempt in sorted(reopen["next"].items(), key=lambda item: int(item[0])):
+        if chunk_text in reopen["chunks"]:
+            continue
+        chunk, first = int(chunk_text), firsts[int(chunk_text)]
+        existing = ledger.get_job(run.run_id, chunk, attempt)
+        if existing is not None:  # queued by a holder that died before recording it
+            rows = existing[0].requests
+        else:
+            name = f"{job_key(run.run_id, chunk, attempt)}.{reopen['id']}.jsonl"
+            uri = f"gs://{settings.io_bucket}/staging/{run.run_id}/{name}"
+            rows = _write_selected(claim, ports, first.input_uri, uri, keys, settings.max_line_bytes + 1024)
+            if rows:
+                estimate = retry_estimate(run, price, first, rows) if run.budget_day else {}
+                child = queue_attempt(
+                    ledger, settings, inv, run.run_id, chunk, attempt, uri, rows, estimate,
+                    model=model, base=attempt,
+                )  # fmt: skip
+                count_retry(ledger, child)
+        reopen["chunks"][chunk_text] = rows
+        queued += rows
+        claim.save()
+    record_state(claim, settings, ports)
+    return queued
+
+
+def _write_selected(claim: Claim[Run], ports: Ports, source: str, target: str, keys: set[str], cap: int) -> int:
+    """The lines of ``source`` whose key is in ``keys``, written to ``target``; how many."""
+    written = 0
+    with ports.store.open(source) as inputs, ports.store.writer(target) as out:
+        for number, line in enumerate(iter_lines(inputs, cap), 1):
+            if number % KEEP_ALIVE_LINES == 0:
+                claim.keep_alive()
+            if not isinstance(line, bytes) or not line.strip():
+                continue  # staged lines are validated: never over the cap
+            if str(key_member(line)) in keys:
+                out.write(line + b"\n")
+                written += 1
+    if not written:
+        ports.store.delete(target)
+    return written
+
+
+__all__ = ["DEFAULT_OUTCOMES", "RetryRequest", "request_for", "retry", "selection_id"]
