@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -436,8 +437,11 @@ def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selectio
                 attempts = ledger.jobs_of(run_id)
                 done = sum(a.status in ("COLLECTED", "UNCOLLECTABLE") for a in attempts)
                 live = sum(a.status == "SUBMITTED" for a in attempts)
-                progress.update(task, description=f"{run_id} {run.status} ({live} jobs live)", completed=done,
-                                total=len(attempts) or None)  # fmt: skip
+                rows = sum(sum(a.counts.values()) - a.retried for a in attempts if a.status == "COLLECTED")
+                states = ", ".join(f"{k} {v}" for k, v in sorted(Counter(a.vertex_state or a.status
+                                                                        for a in attempts).items()))  # fmt: skip
+                description = f"{run_id} {run.status}: chunks {run.chunks}, jobs live {live} ({states}), rows {rows}"
+                progress.update(task, description=description, completed=done, total=len(attempts) or None)
                 acted = not selection or selection in run.retries
                 if acted and (run.announced or run.status in (RUN_REJECTED, RUN_AWAITING_APPROVAL)):
                     return run
