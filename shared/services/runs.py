@@ -151,6 +151,7 @@ def decline(claim: Claim[Run], settings: Settings, ports: Ports, verdict: str, w
         "report": run.report_uri,
     }
     ports.bus.publish(settings.batch_results_topic, message, run_id=run.run_id)  # before the move: at least once
+    run.announced = True
     claim.move(transition)
     release_work_files(settings, ports, run.run_id, now)
     claim.ledger.deactivate_run(run.run_id)

@@ -179,3 +179,27 @@ def test_each_state_of_a_run_is_a_run_states_row_and_the_newest_is_what_runs_pri
     newest = orjson.loads(orjson.dumps(run_row(Ledger(world.store, "work", 60).get_run("r1")[0])))  # type: ignore[index]
     assert rows[-1] == {k: v for k, v in newest.items() if k != "updated_at"} | {"updated_at": rows[-1]["updated_at"]}
     assert rows[-1]["rows"] == {"SUCCEEDED": 3} and rows[-1]["attempts"] == 2 and rows[-1]["finished_at"]
+
+
+def test_cancelling_a_held_run_ends_it_cancelled_with_no_job_and_the_poller_lets_it_go() -> None:
+    world = World([_line("q", "k")], dataclasses.replace(SETTINGS, max_run_cost_usd=0.0))
+    assert world.submit() == "held"
+    world.bus.publish("requests", {"cancel": "r1", "reason": "not needed"})
+    assert world.deliver() == ["cancelled"]
+    run = world.run()
+    assert (run["status"], run["announced"], run["cancel"]["why"]) == ("CANCELLED", True, "not needed")
+    assert world.results()[-1]["status"] == "CANCELLED" and not world.jobs.jobs
+    world.poll()
+    assert "gs://work/ledger/active-runs/r1" not in world.store.objects  # nothing left to follow
+    assert [r["status"] for r in world.warehouse.rows("run_states")][-1] == "CANCELLED"
+
+
+def test_a_cancel_sent_while_the_run_is_being_staged_stops_it_once_its_attempts_are_queued() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(3)])
+    ledger = Ledger(world.store, "work", 60)
+    world.store.write(ledger.cancel_uri("r1"), orjson.dumps({"at": "", "why": "early"}))  # asked while SUBMITTING
+    assert world.submit() == "submitted"
+    assert world.jobs.creates == 0  # every create read the request first
+    _until_announced(world, 1)
+    assert world.run()["status"] == "CANCELLED"
+    assert _latest(world) == {f"k{i}": (1, "MISSING", "CANCELLED") for i in range(3)}
