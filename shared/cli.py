@@ -413,10 +413,11 @@ def _upload(settings: Any, the_ports: Any, file: Path, prefix: str) -> tuple[str
     return uri, str(the_ports.store.upload(file, uri))  # create-only: its generation is the run's
 
 
-def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selection: str = "") -> Any:
+def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selection: str = "", held: bool = True) -> Any:
     """Follow a run with a live display until it ends (announced, rejected or held); the run, or None on timeout.
 
-    ``selection``: a retry's, which must have been acted on first (until then the run is the old one).
+    ``selection``: a retry's, which must have been acted on first (until then the run is the old one);
+    ``held``: a run held for approval ends the wait (not when following a cancel).
     """
     import time
 
@@ -443,7 +444,8 @@ def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selectio
                 description = f"{run_id} {run.status}: chunks {run.chunks}, jobs live {live} ({states}), rows {rows}"
                 progress.update(task, description=description, completed=done, total=len(attempts) or None)
                 acted = not selection or selection in run.retries
-                if acted and (run.announced or run.status in (RUN_REJECTED, RUN_AWAITING_APPROVAL)):
+                waiting = held and run.status == RUN_AWAITING_APPROVAL
+                if acted and (run.announced or run.status == RUN_REJECTED or waiting):
                     return run
             if time.monotonic() > deadline:
                 typer.echo(f"error: {run_id} still {run.status if run else 'unknown'} after {timeout:.0f} s", err=True)
@@ -471,7 +473,7 @@ def _summary(settings: Any, the_ports: Any, run: Any, as_json: bool, extra: dict
 def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float, as_json: bool = False, ok: str = "COMPLETE",
           selection: str = "", extra: dict[str, Any] | None = None) -> int:  # fmt: skip
     """Follow a run to its end and print its summary: exit 0 when it ends ``ok``, else 1."""
-    run = _follow(settings, the_ports, run_id, timeout, selection)
+    run = _follow(settings, the_ports, run_id, timeout, selection, held=ok != "CANCELLED")
     if run is None:
         return 1
     _summary(settings, the_ports, run, as_json, extra)
@@ -671,7 +673,8 @@ def cancel_command(
     if run.status == "REJECTED" or (run.status in ("COMPLETE", "CANCELLED") and run.announced):
         typer.echo(f"error: {run_id} is {run.status}: nothing to cancel", err=True)
         raise typer.Exit(1)
-    message = {"cancel": run_id, **({"reason": reason} if reason else {})}
+    # Fenced by the run's latest retry: delivered again after a later retry, it is not taken for one of it.
+    message = {"cancel": run_id, "reopen": run.reopen.get("id", ""), **({"reason": reason} if reason else {})}
     message_id = the_ports.bus.publish(settings.batch_requests_topic, message, run_id=run_id)
     if not wait:
         _sent(settings, "cancel", run_id, message_id, as_json)

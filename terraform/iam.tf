@@ -142,7 +142,8 @@ resource "google_pubsub_topic_iam_member" "publishers" {
 
 # Custom roles with exactly the permissions the adapters call (the lists live next to them:
 # shared/adapters/*.permissions.json). Vertex AI: batch jobs are created (admission runs in every
-# function), read and found by every function; only the poller cancels (stuck jobs).
+# function), read and found by every function; the poller cancels (stuck jobs, cancelled runs) and
+# so does submit_request (a {"cancel"} message: gemini-batch cancel).
 # BigQuery: jobs are created in the project; the tables are read and appended to, never created,
 # altered or deleted (Terraform owns them). No predefined role is that narrow.
 locals {
@@ -172,7 +173,7 @@ locals {
   # Which function holds which project-level role (modules/function grants them).
   function_roles = {
     submit_batch    = [local.roles.vertex_jobs, local.roles.bigquery_jobs]
-    submit_request  = [local.roles.vertex_jobs, local.roles.bigquery_jobs]
+    submit_request  = [local.roles.vertex_jobs, local.roles.vertex_cancel, local.roles.bigquery_jobs] # gemini-batch cancel
     collect_results = [local.roles.vertex_jobs, local.roles.bigquery_jobs]
     poll_batches    = [local.roles.vertex_jobs, local.roles.vertex_cancel, local.roles.bigquery_jobs]
   }

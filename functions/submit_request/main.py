@@ -27,7 +27,7 @@ def submit_request(event: CloudEvent) -> str:
     if message.resume:
         return resume(message.resume, SETTINGS, ports(SETTINGS), inv)
     if message.cancel:
-        return cancel(message.cancel, message.reason, SETTINGS, ports(SETTINGS), inv)
+        return cancel(message.cancel, message.reason, SETTINGS, ports(SETTINGS), inv, message.reopen)
     if message.retry:
         what = RetryRequest(message.retry, message.selection, message.outcomes, message.error_statuses, message.model)
         return retry(what, SETTINGS, ports(SETTINGS), inv)

@@ -55,6 +55,7 @@ class RequestMessage:
     reject: str = ""  # a run id held by the budget guard: do not
     reason: str = ""  # why (kept with the decision)
     cancel: str = ""  # a run id: cancel it (gemini-batch cancel)
+    reopen: str | None = None  # a cancel's fence: the run's latest retry when it was asked ("": none; None: any)
     retry: str = ""  # a run id: send the selected rows again (gemini-batch retry)
     selection: str = ""  # the retry's selection id
     outcomes: tuple[str, ...] = ()  # the retry's outcomes
@@ -107,6 +108,11 @@ def parse_request_message(payload: dict[str, Any]) -> RequestMessage:
         if not isinstance(reason, str) or len(reason) > MAX_REASON:
             raise PermanentError(f'bad {verb} message: "reason" must be a string of at most {MAX_REASON} characters')
         names: dict[str, Any] = {verb: run_id, "reason": reason}
+        if verb == "cancel" and payload.get("reopen") is not None:
+            fence = payload["reopen"]
+            if not isinstance(fence, str) or (fence and not _SELECTION.fullmatch(fence)):
+                raise PermanentError(f'bad cancel message: "reopen" must be a selection id or "", not {fence!r}')
+            names["reopen"] = fence
         if verb == "retry":
             names.update(_retry_members(payload))
         return RequestMessage(**names)

@@ -225,6 +225,8 @@ def settle_spend(ledger: Ledger, run: Run, records: list[JobRecord]) -> None:
         by_day[day] += attempt_cost(run, record)
     for day, usd in by_day.items():
         ledger.store.write(f"{_spend_prefix(ledger, day)}{run.run_id}.a~{round(usd * MICRO)}", b"")
+        for selection in run.retries:  # a retry's expecteds counted apart (below): its cost is in the run's now
+            ledger.store.write(f"{_spend_prefix(ledger, day)}{retry_label(run.run_id, selection)}.a~0", b"")
 
 
 def attempt_cost(run: Run, record: JobRecord) -> float:
@@ -242,9 +244,17 @@ def attempt_cost(run: Run, record: JobRecord) -> float:
     return float(expected or 0.0)
 
 
-def count_retry(ledger: Ledger, record: JobRecord) -> None:
-    """A retry attempt's expected cost counts against the day it is queued."""
-    name = f"{record.run_id}.c{record.chunk}a{record.attempt}.e"
+def retry_label(run_id: str, selection: str) -> str:
+    """Whom a ``gemini-batch retry``'s expected spend is counted under until its run completes again.
+
+    Not the run's own: the run's actual cost (from its first completion) would hide it.
+    """
+    return f"{run_id}-{selection}"
+
+
+def count_retry(ledger: Ledger, record: JobRecord, label: str = "") -> None:
+    """A retry attempt's expected cost counts against the day it is queued (``label``: not its run's)."""
+    name = f"{label or record.run_id}.c{record.chunk}a{record.attempt}.e"
     count_spend(ledger, record.queued_at[:10], name, record.estimate.get("expected_usd"))
 
 

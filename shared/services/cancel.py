@@ -38,8 +38,12 @@ from shared.services.runs import complete_run, decline
 log = logging.getLogger("gbp.cancel")
 
 
-def cancel(run_id: str, why: str, settings: Settings, ports: Ports, inv: Invocation) -> str:
-    """Handle a ``cancel`` message: "finished" (nothing left to cancel) or what :func:`enforce` did."""
+def cancel(run_id: str, why: str, settings: Settings, ports: Ports, inv: Invocation, reopen: str | None = None) -> str:
+    """Handle a ``cancel`` message: "finished" (nothing left to cancel), "stale", or what :func:`enforce` did.
+
+    ``reopen``: the run's latest retry when the cancel was asked (``gemini-batch cancel`` sends it):
+    a cancel delivered again after a retry has reopened the run is not taken for one of the retry.
+    """
     ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
     found = ledger.get_run(run_id)
     if found is None:
@@ -48,6 +52,9 @@ def cancel(run_id: str, why: str, settings: Settings, ports: Ports, inv: Invocat
     if run.status == RUN_REJECTED or (run.status in RUN_FINISHED and run.announced):
         log.info("cancel: the run has finished already", extra={"run_id": run_id, "status": run.status})
         return "finished"
+    if reopen is not None and reopen != run.reopen.get("id", ""):
+        log.warning("cancel: asked before the run's latest retry (stale)", extra={"run_id": run_id})
+        return "stale"
     marker = {"at": stamp(inv.now()), "why": why or "a cancel message"}
     try:
         ports.store.write(ledger.cancel_uri(run_id), orjson.dumps(marker), if_generation_match=0)

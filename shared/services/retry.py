@@ -18,6 +18,7 @@ the message again); the run completes and is announced again once the new attemp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -29,13 +30,13 @@ import orjson
 from shared.config import Settings
 from shared.core.errors import PermanentError, TransientError
 from shared.core.ids import job_key
-from shared.core.keys import key_member
+from shared.core.keys import KeyIndex, compact_keys, key_member
 from shared.core.lines import iter_lines
 from shared.core.records import RUN_FINISHED, RUN_RUNNING, JobRecord, Run
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import queue_attempt
-from shared.services.budget import count_retry, price_of, retry_estimate
+from shared.services.budget import count_retry, price_of, retry_estimate, retry_label
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.run_states import record_state
 from shared.services.runs import complete_run, latest_attempts
@@ -106,26 +107,9 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     if pending is not None and pending["id"] != request.selection:
         log.warning("retry: another retry of the run is being queued; this one is stale once it is", extra=fields)
         return "busy"
-    keys: set[str] = set()
-    if pending is None:
-        if run.status not in RUN_FINISHED or not run.announced:
-            log.warning("retry refused: the run has not finished", extra={**fields, "status": run.status})
-            return "refused"
-        records = ledger.jobs_of(run.run_id)
-        latest = {chunk: r.attempt for chunk, r in latest_attempts(records).items()}
-        current = selection_id(run.run_id, latest, request.outcomes, request.error_statuses, request.model)
-        if current != request.selection:
-            log.warning("retry refused: the run changed since the rows were chosen (stale)", extra=fields)
-            return "stale"
-        gone = [r.input_uri for r in records if r.attempt == 1 and ports.store.generation(r.input_uri) is None]
-        if gone:
-            log.error("retry refused: the run's staged inputs are deleted; replay its file", extra={**fields,
-                      "gcs_uri": gone[0], "missing_files": len(gone)})  # fmt: skip
-            return "refused"
-        keys = set(ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses)))
-        if not keys:
-            log.info("retry: no row matches", extra=fields)
-            return "nothing"
+    if pending is None and (run.status not in RUN_FINISHED or not run.announced):
+        log.warning("retry refused: the run has not finished", extra={**fields, "status": run.status})
+        return "refused"
     try:
         run, claim = ledger.claim(Run, ledger.run_uri(run.run_id), inv, states=frozenset({*RUN_FINISHED, RUN_RUNNING}))
     except ClaimHeld as exc:
@@ -133,22 +117,51 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     if claim is None:
         return "refused"
     with claim.released_on_error():
+        outcome = _check_claimed(claim, ports, request) if run.reopen.get("id") != request.selection else ""
+        if outcome:
+            claim.release()
+            return outcome
+        keys = compact_keys(
+            ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses))
+        )
+        selected = keys.sealed + len(keys.current)
         if run.reopen.get("id") != request.selection:
-            if run.status == RUN_RUNNING or request.selection in run.retries:
+            if not selected:
                 claim.release()
-                return "busy"
-            _reopen(claim, request, len(keys))
-        elif not keys:  # a successor: the rows of the chunks left are as they were (their attempts are not new)
-            keys = set(ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses)))
+                log.info("retry: no row matches", extra=fields)
+                return "nothing"
+            _reopen(claim, request, selected)
         queued = _queue_chunks(claim, settings, ports, keys)
-        run.reopen["done"], run.reopen["unmatched"] = True, len(keys) - queued
+        run.reopen["done"], run.reopen["unmatched"] = True, max(0, selected - queued)
         run.retries.append(request.selection)
         run.claimed_at = ""
         claim.save()
-    log.info("rows re-submitted by retry", extra={**fields, "rows": queued, "unmatched": len(keys) - queued})
+    log.info("rows re-submitted by retry", extra={**fields, "rows": queued, "unmatched": run.reopen["unmatched"]})
     try_admit(ledger, settings, ports, inv)
     complete_run(ledger, settings, ports, inv, run.run_id)  # nothing was queued (every key unmatched): done again
     return "retried"
+
+
+def _check_claimed(claim: Claim[Run], ports: Ports, request: RetryRequest) -> str:
+    """Why a new retry may not start on the claimed run ("" = it may): checked on what the claim read."""
+    run, ledger = claim.record, claim.ledger
+    fields = {"run_id": run.run_id, "selection": request.selection}
+    if request.selection in run.retries:
+        return "duplicate"
+    if run.status not in RUN_FINISHED or not run.announced:
+        log.warning("retry refused: another retry of the run is under way", extra={**fields, "status": run.status})
+        return "busy"
+    records = ledger.jobs_of(run.run_id)
+    latest = {chunk: r.attempt for chunk, r in latest_attempts(records).items()}
+    if selection_id(run.run_id, latest, request.outcomes, request.error_statuses, request.model) != request.selection:
+        log.warning("retry refused: the run changed since the rows were chosen (stale)", extra=fields)
+        return "stale"
+    gone = [r.input_uri for r in records if r.attempt == 1 and ports.store.generation(r.input_uri) is None]
+    if gone:
+        log.error("retry refused: the run's staged inputs are deleted; replay its file", extra={**fields,
+                  "gcs_uri": gone[0], "missing_files": len(gone)})  # fmt: skip
+        return "refused"
+    return ""
 
 
 def _reopen(claim: Claim[Run], request: RetryRequest, rows: int) -> None:
@@ -167,17 +180,34 @@ def _reopen(claim: Claim[Run], request: RetryRequest, rows: int) -> None:
         "done": False,
     }
     ledger.store.delete(ledger.cancel_uri(run.run_id))  # a cancelled run goes on
+    now = claim.inv.now()
+    for record in latest.values():  # kept while the retry is made: the lifecycle counts from now again
+        with contextlib.suppress(PermanentError):
+            ledger.store.set_custom_time(_first_input(ledger, run.run_id, record), now)
     run.announced, run.finished_at, run.cancel = False, "", {}
+    run.counts, run.attempts, run.cost = {}, 0, {}  # those of its last end: known again at the next
+    ledger.activate_run(run.run_id, now)  # followed before it is RUNNING: a crash in between leaves it followed
     claim.move("reopen")
-    ledger.activate_run(run.run_id, claim.inv.now())
 
 
 def _first_inputs(ledger: Ledger, run_id: str) -> dict[int, JobRecord]:
     return {r.chunk: r for r in ledger.jobs_of(run_id) if r.attempt == 1}
 
 
-def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: set[str]) -> int:
-    """Every chunk's selected request lines written and queued as its next attempt; the rows queued."""
+def _first_input(ledger: Ledger, run_id: str, latest: JobRecord) -> str:
+    """The chunk's first attempt's input (every request line of the chunk)."""
+    if latest.attempt == 1:
+        return latest.input_uri
+    found = ledger.get_job(run_id, latest.chunk, 1)
+    return found[0].input_uri if found else latest.input_uri
+
+
+def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: KeyIndex) -> int:
+    """Every chunk's selected request lines written and queued as its next attempt; the rows queued.
+
+    A chunk whose input cannot be read (deleted after all) keeps its rows as they are, and so do
+    the chunks left when the run is cancelled meanwhile: the retry always ends (``errors``).
+    """
     run, ledger, inv = claim.record, claim.ledger, claim.inv
     reopen, model = run.reopen, run.reopen.get("model", "")
     price = price_of(settings, ports, model or run.model, run.run_id)
@@ -190,17 +220,27 @@ def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: set
         existing = ledger.get_job(run.run_id, chunk, attempt)
         if existing is not None:  # queued by a holder that died before recording it
             rows = existing[0].requests
+            count_retry(ledger, existing[0], retry_label(run.run_id, reopen["id"]))  # (counted once: one name)
+        elif ledger.cancelled(run.run_id) is not None:
+            rows = 0
+            reopen.setdefault("errors", {})[chunk_text] = "the run was cancelled before this chunk was queued"
         else:
             name = f"{job_key(run.run_id, chunk, attempt)}.{reopen['id']}.jsonl"
             uri = f"gs://{settings.io_bucket}/staging/{run.run_id}/{name}"
-            rows = _write_selected(claim, ports, first.input_uri, uri, keys, settings.max_line_bytes + 1024)
+            try:
+                rows = _write_selected(claim, ports, first.input_uri, uri, keys, settings.max_line_bytes + 1024)
+            except PermanentError as exc:
+                log.error("retry: a chunk's input cannot be read; its rows stay as they are",
+                          extra={"run_id": run.run_id, "chunk": chunk, "error": str(exc)})  # fmt: skip
+                rows = 0
+                reopen.setdefault("errors", {})[chunk_text] = str(exc)
             if rows:
                 estimate = retry_estimate(run, price, first, rows) if run.budget_day else {}
                 child = queue_attempt(
                     ledger, settings, inv, run.run_id, chunk, attempt, uri, rows, estimate,
                     model=model, base=attempt,
                 )  # fmt: skip
-                count_retry(ledger, child)
+                count_retry(ledger, child, retry_label(run.run_id, reopen["id"]))
         reopen["chunks"][chunk_text] = rows
         queued += rows
         claim.save()
@@ -208,7 +248,7 @@ def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: set
     return queued
 
 
-def _write_selected(claim: Claim[Run], ports: Ports, source: str, target: str, keys: set[str], cap: int) -> int:
+def _write_selected(claim: Claim[Run], ports: Ports, source: str, target: str, keys: KeyIndex, cap: int) -> int:
     """The lines of ``source`` whose key is in ``keys``, written to ``target``; how many."""
     written = 0
     with ports.store.open(source) as inputs, ports.store.writer(target) as out:
@@ -217,7 +257,7 @@ def _write_selected(claim: Claim[Run], ports: Ports, source: str, target: str, k
                 claim.keep_alive()
             if not isinstance(line, bytes) or not line.strip():
                 continue  # staged lines are validated: never over the cap
-            if str(key_member(line)) in keys:
+            if keys.earlier(str(key_member(line))) is not None:
                 out.write(line + b"\n")
                 written += 1
     if not written:

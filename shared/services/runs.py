@@ -83,6 +83,13 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
     if claim is None or run.announced:
         return "announced"
     with claim.released_on_error():
+        if run.status == RUN_RUNNING:  # what was read before the claim, read again under it
+            records = ledger.jobs_of(run_id)
+            reopening = run.reopen and not run.reopen.get("done")
+            if reopening or len(latest_attempts(records)) < run.chunks or any(r.status not in JOB_TERMINAL
+                                                                              for r in records):  # fmt: skip
+                claim.release()
+                return "open"
         if not _invalid_rows_loaded(claim, settings, ports):
             claim.release()
             return "open"  # its load window wakes it (batch-finished of chunk 0) once loaded
@@ -97,10 +104,14 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
         record_state(claim, settings, ports)
         release_work_files(settings, ports, run_id, inv.now())
         claim.confirm("announcing the run", ANNOUNCE_NEEDS)
-        ports.bus.publish(settings.batch_results_topic, announcement(run, records, summary), run_id=run_id)
+        revision = str(len(run.retries))  # announced again after each retry: consumers key on both
+        ports.bus.publish(
+            settings.batch_results_topic, announcement(run, records, summary), run_id=run_id, revision=revision
+        )
         run.announced = True
         claim.move("announce")
     ledger.deactivate_run(run_id)
+    ledger.store.delete(ledger.cancel_uri(run_id))  # kept in the run record (``cancel``); nothing reads it now
     rows = sum(summary["counts"].values())
     failed = summary["counts"].get("FAILED", 0) + summary["counts"].get("MISSING", 0)
     log.info(
@@ -155,6 +166,7 @@ def decline(claim: Claim[Run], settings: Settings, ports: Ports, verdict: str, w
     claim.move(transition)
     release_work_files(settings, ports, run.run_id, now)
     claim.ledger.deactivate_run(run.run_id)
+    claim.ledger.store.delete(claim.ledger.cancel_uri(run.run_id))
     log.warning("run not approved", extra={"run_id": run.run_id, "verdict": verdict, "why": why})
 
 
@@ -199,5 +211,6 @@ def announcement(run: Run, records: list[JobRecord], summary: dict[str, Any]) ->
         ],
         **({"failed_loads": failed_loads} if failed_loads else {}),
         "cost": {**cost_of(records), "estimate": run.estimate},
+        "revision": len(run.retries),  # 0, then 1 after the first retry...
         **summary,
     }

@@ -105,6 +105,8 @@ def submit(sub: Submission, settings: Settings, ports: Ports, inv: Invocation) -
         return "duplicate"
     ledger.activate_run(run.run_id, inv.now())  # again: a marker a lease old with no record is dropped
     with claim.released_on_error():
+        if not run.state_rows:
+            record_state(claim, settings, ports)  # SUBMITTING: in the runs view from the start
         return _submit_claimed(claim, ledger, settings, ports, inv)
 
 

@@ -75,8 +75,8 @@ run "pipeline" {
     error_message = "the GCS service agent may publish finalize events"
   }
   assert {
-    condition     = toset([for key, grant in google_bigquery_table_iam_member.tables : grant.table_id]) == toset(["predictions", "batch_jobs", "latest_predictions"]) && length(google_bigquery_table_iam_member.tables) == 12
-    error_message = "every function reads and appends to the pipeline's tables (the poller loads windows), and nothing else of BigQuery"
+    condition     = toset([for key, grant in google_bigquery_table_iam_member.tables : grant.table_id]) == toset(["predictions", "batch_jobs", "latest_predictions", "run_states"]) && length(google_bigquery_table_iam_member.tables) == 16
+    error_message = "every function reads and appends to the pipeline's tables (the poller loads windows; every one writes run_states rows), and nothing else of BigQuery"
   }
   assert {
     condition     = alltrue([for key, grant in google_bigquery_table_iam_member.tables : grant.role == google_project_iam_custom_role.pipeline["bigquery_tables"].id])
@@ -98,9 +98,9 @@ run "pipeline" {
   }
   assert {
     condition = alltrue([
-      for name, fn in module.function : contains(fn.runtime_roles, "projects/my-project/roles/gbp_vertex_cancel") == (name == "poll_batches")
+      for name, fn in module.function : contains(fn.runtime_roles, "projects/my-project/roles/gbp_vertex_cancel") == contains(["poll_batches", "submit_request"], name)
     ])
-    error_message = "only the poller cancels jobs"
+    error_message = "only the poller (stuck jobs, cancelled runs) and submit_request (a cancel message) cancel jobs"
   }
   assert {
     condition = alltrue([

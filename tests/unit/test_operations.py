@@ -10,6 +10,7 @@ import pytest
 
 from shared.core.errors import PermanentError
 from shared.core.messages import parse_request_message
+from shared.services.budget import spent
 from shared.services.ledger import Ledger
 from shared.services.retry import request_for, selection_id
 from shared.services.run_states import run_row
@@ -151,9 +152,13 @@ def test_retry_refuses_a_running_run_and_a_bad_message_is_refused_before_anythin
         {"retry": "r0123456789abcdef0123", "selection": "s0123456789abcdef", "outcomes": []},
         {"retry": "r0123456789abcdef0123", "selection": "s0123456789abcdef", "outcomes": ["FAILED"], "model": "a b"},
         {"retry": "r0123456789abcdef0123", "cancel": "r0123456789abcdef0123"},
+        {"cancel": "r0123456789abcdef0123", "reopen": "not-a-selection"},
     ):
         with pytest.raises(PermanentError):
             parse_request_message(bad)
+    fenced = parse_request_message({"cancel": "r0123456789abcdef0123", "reopen": "", "reason": "why"})
+    assert (fenced.cancel, fenced.reopen, fenced.reason) == ("r0123456789abcdef0123", "", "why")
+    assert parse_request_message({"cancel": "r0123456789abcdef0123"}).reopen is None  # a message of the user's
 
 
 def test_the_selection_id_names_the_filter_the_model_and_the_latest_attempts() -> None:
@@ -175,7 +180,7 @@ def test_each_state_of_a_run_is_a_run_states_row_and_the_newest_is_what_runs_pri
     world.finish()
     _until_announced(world, 1)
     rows = sorted(world.warehouse.rows("run_states"), key=lambda r: r["seq"])
-    assert [r["status"] for r in rows] == ["RUNNING", "COMPLETE"]
+    assert [r["status"] for r in rows] == ["SUBMITTING", "RUNNING", "COMPLETE"]
     newest = orjson.loads(orjson.dumps(run_row(Ledger(world.store, "work", 60).get_run("r1")[0])))  # type: ignore[index]
     assert rows[-1] == {k: v for k, v in newest.items() if k != "updated_at"} | {"updated_at": rows[-1]["updated_at"]}
     assert rows[-1]["rows"] == {"SUCCEEDED": 3} and rows[-1]["attempts"] == 2 and rows[-1]["finished_at"]
@@ -203,3 +208,64 @@ def test_a_cancel_sent_while_the_run_is_being_staged_stops_it_once_its_attempts_
     _until_announced(world, 1)
     assert world.run()["status"] == "CANCELLED"
     assert _latest(world) == {f"k{i}": (1, "MISSING", "CANCELLED") for i in range(3)}
+
+
+def test_a_cancel_asked_before_a_retry_and_delivered_after_it_leaves_the_retry_alone() -> None:
+    world = World([_line("q", "k")], dataclasses.replace(SETTINGS, max_concurrent_jobs=0))
+    world.submit()
+    world.bus.publish("requests", {"cancel": "r1", "reopen": ""})  # as gemini-batch cancel sends it
+    world.deliver()
+    _until_announced(world, 1)
+    world.settings = dataclasses.replace(SETTINGS, max_concurrent_jobs=2)
+    world.bus.publish("requests", _retry_message(world, ("MISSING",)))
+    assert world.deliver() == ["retried"]
+    world.bus.publish("requests", {"cancel": "r1", "reopen": ""})  # the first cancel, delivered again
+    assert world.deliver() == ["stale"]
+    world.finish()
+    _until_announced(world, 2)
+    assert world.run()["status"] == "COMPLETE" and _latest(world) == {"k": (2, "SUCCEEDED", None)}
+    assert [m["revision"] for m in world.results()] == [0, 1]
+
+
+def test_a_retry_whose_chunk_input_is_gone_ends_with_that_chunk_s_rows_as_they_were() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(4)])  # two chunks
+    world.submit()
+    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
+    world.finish(answers={"k0": bad, "k3": bad})
+    _until_announced(world, 1)
+    message = _retry_message(world, ("FAILED",))
+    chunk1 = world.job(1)["input_uri"]
+    real_open = world.store.open
+
+    def vanished(uri: str, *args: object, **kwargs: object) -> object:  # deleted between the check and the read
+        if uri == chunk1:
+            raise PermanentError(f"reading {uri}: 404 No such object")
+        return real_open(uri, *args, **kwargs)  # type: ignore[arg-type]
+
+    world.store.open = vanished  # type: ignore[method-assign]
+    world.bus.publish("requests", message)
+    assert world.deliver() == ["retried"]
+    world.store.open = real_open  # type: ignore[method-assign]
+    reopen = world.run()["reopen"]
+    assert reopen["done"] and reopen["chunks"] == {"0": 1, "1": 0} and "404" in reopen["errors"]["1"]
+    world.finish()
+    _until_announced(world, 2)
+    assert _latest(world)["k0"] == (2, "SUCCEEDED", None) and _latest(world)["k3"] == (1, "FAILED", "INVALID_ARGUMENT")
+
+
+def test_a_retry_counts_in_the_day_s_spend_while_it_runs_and_its_cost_once_the_run_completes_again() -> None:
+    usage = {"promptTokenCount": 1000, "candidatesTokenCount": 100, "totalTokenCount": 1100}
+    world = World([_line(f"q{i}", f"k{i}") for i in range(2)], dataclasses.replace(SETTINGS, max_daily_cost_usd=100.0))
+    world.submit()
+    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
+    world.finish(answers={"k1": bad}, usage=usage)
+    _until_announced(world, 1)
+    ledger, day = Ledger(world.store, "work", 60), world.run()["budget_day"]
+    first = spent(ledger, day)
+    assert first == pytest.approx(world.run()["cost"]["usd"])
+    world.bus.publish("requests", _retry_message(world, ("FAILED",)))
+    assert world.deliver() == ["retried"]
+    assert spent(ledger, day) > first  # the retry's expected cost shows while it runs
+    world.finish(usage=usage)
+    _until_announced(world, 2)
+    assert spent(ledger, day) == pytest.approx(world.run()["cost"]["usd"]) and world.run()["cost"]["usd"] > first

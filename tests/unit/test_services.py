@@ -131,7 +131,8 @@ class World:
         if "resume" in payload:
             return resume(payload["resume"], self.settings, self.ports, self.inv())
         if "cancel" in payload:
-            return cancel(payload["cancel"], payload.get("reason", ""), self.settings, self.ports, self.inv())
+            why = payload.get("reason", "")
+            return cancel(payload["cancel"], why, self.settings, self.ports, self.inv(), payload.get("reopen"))
         if "retry" in payload:
             what = RetryRequest(payload["retry"], payload["selection"], tuple(payload["outcomes"]),
                                 tuple(payload["error_statuses"]), payload.get("model", ""))  # fmt: skip
