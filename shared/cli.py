@@ -337,7 +337,7 @@ def runs_command(
                  box=None)  # fmt: skip
     for row in rows:
         cost = row["cost_usd"] if row["cost_usd"] is not None else row["expected_cost_usd"]
-        counts = ", ".join(f"{k} {v}" for k, v in sorted((row["rows"] or {}).items()))
+        counts = ", ".join(f"{k} {v}" for k, v in sorted((row["rows_by_outcome"] or {}).items()))
         view.add_row(
             str(row["run_id"]), str(row["status"]), str(row["source"]), str(row["model"]), str(row["requests"]),
             counts, str(row["attempts"] or ""),
@@ -425,6 +425,7 @@ def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selectio
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from shared.core.records import RUN_AWAITING_APPROVAL, RUN_REJECTED
+    from shared.services.retry import answer_uri
 
     ledger = _ledger(settings, the_ports)
     deadline = time.monotonic() + timeout
@@ -444,6 +445,11 @@ def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selectio
                 description = f"{run_id} {run.status}: chunks {run.chunks}, jobs live {live} ({states}), rows {rows}"
                 progress.update(task, description=description, completed=done, total=len(attempts) or None)
                 acted = not selection or selection in run.retries
+                answered = selection and not acted and the_ports.store.read(answer_uri(ledger, run_id, selection))
+                if answered:  # the retry was not made: why
+                    answer = orjson.loads(answered[0])
+                    typer.echo(f"error: retry of {run_id} {answer['outcome']}: {answer['why']}", err=True)
+                    return None
                 waiting = held and run.status == RUN_AWAITING_APPROVAL
                 if acted and (run.announced or run.status == RUN_REJECTED or waiting):
                     return run

@@ -28,7 +28,7 @@ from typing import Any, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.errors import PermanentError, TransientError
+from shared.core.errors import PermanentError, PipelineError, TransientError
 from shared.core.ids import job_key
 from shared.core.keys import KeyIndex, compact_keys, key_member
 from shared.core.lines import iter_lines
@@ -107,9 +107,11 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     if pending is not None and pending["id"] != request.selection:
         log.warning("retry: another retry of the run is being queued; this one is stale once it is", extra=fields)
         return "busy"
-    if pending is None and (run.status not in RUN_FINISHED or not run.announced):
+    if pending is None and run.status in RUN_FINISHED and not run.announced:
+        raise TransientError(f"retry of {run.run_id}: the run is being announced; retried")  # a moment from now
+    if pending is None and run.status not in RUN_FINISHED:
         log.warning("retry refused: the run has not finished", extra={**fields, "status": run.status})
-        return "refused"
+        return _answer(ledger, request, "refused", f"the run is {run.status}")
     try:
         run, claim = ledger.claim(Run, ledger.run_uri(run.run_id), inv, states=frozenset({*RUN_FINISHED, RUN_RUNNING}))
     except ClaimHeld as exc:
@@ -117,51 +119,69 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     if claim is None:
         return "refused"
     with claim.released_on_error():
-        outcome = _check_claimed(claim, ports, request) if run.reopen.get("id") != request.selection else ""
+        if request.selection in run.retries:  # done by a holder that saved just before this claim
+            claim.release()
+            return "duplicate"
+        outcome, why = _check_claimed(claim, ports, request) if run.reopen.get("id") != request.selection else ("", "")
         if outcome:
             claim.release()
-            return outcome
-        keys = compact_keys(
-            ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses))
-        )
+            return _answer(ledger, request, outcome, why)
+        if run.reopen.get("id") == request.selection and ledger.cancelled(run.run_id) is not None:
+            keys = KeyIndex()  # cancelled while it was queued: the chunks left keep their rows (no query)
+        else:
+            keys = compact_keys(
+                ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses))
+            )
         selected = keys.sealed + len(keys.current)
         if run.reopen.get("id") != request.selection:
             if not selected:
                 claim.release()
                 log.info("retry: no row matches", extra=fields)
-                return "nothing"
+                return _answer(ledger, request, "nothing", "no latest row matches")
             _reopen(claim, request, selected)
         queued = _queue_chunks(claim, settings, ports, keys)
         run.reopen["done"], run.reopen["unmatched"] = True, max(0, selected - queued)
         run.retries.append(request.selection)
         run.claimed_at = ""
         claim.save()
+    ledger.activate_run(run.run_id, inv.now())  # (again: a tick that read it announced may have let it go)
     log.info("rows re-submitted by retry", extra={**fields, "rows": queued, "unmatched": run.reopen["unmatched"]})
     try_admit(ledger, settings, ports, inv)
     complete_run(ledger, settings, ports, inv, run.run_id)  # nothing was queued (every key unmatched): done again
     return "retried"
 
 
-def _check_claimed(claim: Claim[Run], ports: Ports, request: RetryRequest) -> str:
-    """Why a new retry may not start on the claimed run ("" = it may): checked on what the claim read."""
+def answer_uri(ledger: Ledger, run_id: str, selection: str) -> str:
+    """Where a retry that was not made says why (``gemini-batch retry --wait`` reads it)."""
+    return f"{ledger.root}/retries/{run_id}/{selection}.json"
+
+
+def _answer(ledger: Ledger, request: RetryRequest, outcome: str, why: str) -> str:
+    """Record why the retry was not made (create-only, best effort); return ``outcome``."""
+    body = orjson.dumps({"outcome": outcome, "why": why})
+    with contextlib.suppress(PipelineError):
+        ledger.store.write(answer_uri(ledger, request.run_id, request.selection), body, if_generation_match=0)
+    return outcome
+
+
+def _check_claimed(claim: Claim[Run], ports: Ports, request: RetryRequest) -> tuple[str, str]:
+    """Why a new retry may not start on the claimed run (("", "") = it may): checked on what the claim read."""
     run, ledger = claim.record, claim.ledger
     fields = {"run_id": run.run_id, "selection": request.selection}
-    if request.selection in run.retries:
-        return "duplicate"
     if run.status not in RUN_FINISHED or not run.announced:
         log.warning("retry refused: another retry of the run is under way", extra={**fields, "status": run.status})
-        return "busy"
+        return "busy", "another retry of the run is under way"
     records = ledger.jobs_of(run.run_id)
     latest = {chunk: r.attempt for chunk, r in latest_attempts(records).items()}
     if selection_id(run.run_id, latest, request.outcomes, request.error_statuses, request.model) != request.selection:
         log.warning("retry refused: the run changed since the rows were chosen (stale)", extra=fields)
-        return "stale"
+        return "stale", "the run changed since the rows were chosen: choose them again"
     gone = [r.input_uri for r in records if r.attempt == 1 and ports.store.generation(r.input_uri) is None]
     if gone:
         log.error("retry refused: the run's staged inputs are deleted; replay its file", extra={**fields,
                   "gcs_uri": gone[0], "missing_files": len(gone)})  # fmt: skip
-        return "refused"
-    return ""
+        return "refused", "its staged inputs are deleted (work_retention_days after it ended): replay its file"
+    return "", ""
 
 
 def _reopen(claim: Claim[Run], request: RetryRequest, rows: int) -> None:

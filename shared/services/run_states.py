@@ -30,7 +30,7 @@ def run_row(run: Run, status: str = "") -> dict[str, Any]:
         "invalid": run.invalid,
         "chunks": run.chunks,
         "attempts": run.attempts or None,  # known once it is announced
-        "rows": run.counts or None,  # its latest rows per outcome, once announced
+        "rows_by_outcome": run.counts or None,  # its latest rows per outcome, once announced
         "cost_usd": run.cost.get("usd"),
         "expected_cost_usd": run.estimate.get("expected_usd"),
         "error": run.error or None,

@@ -108,10 +108,10 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
         ports.bus.publish(
             settings.batch_results_topic, announcement(run, records, summary), run_id=run_id, revision=revision
         )
+        ledger.store.delete(ledger.cancel_uri(run_id))  # kept in the run record (``cancel``); nothing reads it now
         run.announced = True
         claim.move("announce")
     ledger.deactivate_run(run_id)
-    ledger.store.delete(ledger.cancel_uri(run_id))  # kept in the run record (``cancel``); nothing reads it now
     rows = sum(summary["counts"].values())
     failed = summary["counts"].get("FAILED", 0) + summary["counts"].get("MISSING", 0)
     log.info(
@@ -160,6 +160,7 @@ def decline(claim: Claim[Run], settings: Settings, ports: Ports, verdict: str, w
         "decision": run.decision,
         "estimate": run.estimate,
         "report": run.report_uri,
+        "revision": len(run.retries),
     }
     ports.bus.publish(settings.batch_results_topic, message, run_id=run.run_id)  # before the move: at least once
     run.announced = True

@@ -132,7 +132,10 @@ def register(claim: Claim[Any], name: str, table: str, source_uri: str, settings
     has no owner to wake). With LOAD_WINDOW_SECONDS=0 it is loaded at once.
     """
     if settings.load_window_seconds == 0:
-        load_once(claim, name, table, source_uri, ports)
+        try:
+            load_once(claim, name, table, source_uri, ports)
+        except PermanentError:  # nobody waits for it: a file BigQuery refuses stops nothing
+            log.exception("file not loaded", extra={"table": table, "gcs_uri": source_uri})
         return
     entry: dict[str, Any] | None = claim.record.loads.get(name)
     if entry is None:

@@ -46,7 +46,7 @@ def test_runs_and_status_show_a_run_from_the_ledger(cloud: Endpoints, local: Non
     assert listed.exit_code == 0, listed.output
     mine = [r for r in orjson.loads(listed.stdout) if r["run_id"] == run_id]
     assert mine and mine[0]["requests"] == 3 and mine[0]["expected_cost_usd"] > 0
-    assert mine[0]["rows"] == {"SUCCEEDED": 3} and mine[0]["attempts"] == 1 and mine[0]["finished_at"]
+    assert mine[0]["rows_by_outcome"] == {"SUCCEEDED": 3} and mine[0]["attempts"] == 1 and mine[0]["finished_at"]
     shown = _cli("status", run_id, "--local", "--json")
     assert shown.exit_code == 0, shown.output
     status = orjson.loads(shown.stdout)
@@ -196,9 +196,10 @@ def test_retry_runs_rows_a_wrong_model_left_missing_on_the_fixed_model_once_and_
     # The runs view shows what `gemini-batch runs` prints (once its window is loaded).
     listed = orjson.loads(_cli("runs", "--local", "--json", "--since", "1h").stdout)
     mine = next(r for r in listed if r["run_id"] == run_id)
-    assert mine["status"] == "COMPLETE" and mine["rows"] == {"SUCCEEDED": 3} and mine["attempts"] == 2
+    assert mine["status"] == "COMPLETE" and mine["rows_by_outcome"] == {"SUCCEEDED": 3} and mine["attempts"] == 2
     view = _until(lambda: (v := _runs_view(cloud, run_id)) and v["seq"] == mine["seq"] and v)
-    rows_json = view["rows"] if isinstance(view["rows"], dict) else orjson.loads(view["rows"])
+    counts = view["rows_by_outcome"]
+    rows_json = counts if isinstance(counts, dict) else orjson.loads(counts)
     assert (view["status"], rows_json, view["attempts"], view["requests"]) == ("COMPLETE", {"SUCCEEDED": 3}, 2, 3)
     assert view["model"] == mine["model"] == "gemini-2.5-flsh" and view["cost_usd"] == pytest.approx(mine["cost_usd"])
 
@@ -218,7 +219,11 @@ def test_cancel_leaves_no_job_running_and_a_cancelled_run_with_every_row(
     cancelled = _cli("cancel", run_id, "--local", "--reason", "wrong prompts", "--wait", "--json", "--timeout", "120")
     assert cancelled.exit_code == 0, cancelled.output
     row = orjson.loads(cancelled.stdout)
-    assert row["status"] == "CANCELLED" and row["cancel_reason"] == "wrong prompts" and row["rows"] == {"MISSING": 4}
+    assert (
+        row["status"] == "CANCELLED"
+        and row["cancel_reason"] == "wrong prompts"
+        and row["rows_by_outcome"] == {"MISSING": 4}
+    )
     assert all(j.state.name == "JOB_STATE_CANCELLED" for j in vertex_jobs(cloud, run_id))  # none left running
     rows = latest_rows(cloud, run_id)
     assert {(r["outcome"], r["error_status"], r["retryable"]) for r in rows.values()} == {

@@ -12,7 +12,7 @@ from shared.core.errors import PermanentError
 from shared.core.messages import parse_request_message
 from shared.services.budget import spent
 from shared.services.ledger import Ledger
-from shared.services.retry import request_for, selection_id
+from shared.services.retry import answer_uri, request_for, selection_id
 from shared.services.run_states import run_row
 from tests.unit.test_services import SETTINGS, World, _line
 
@@ -122,6 +122,8 @@ def test_retry_takes_only_the_selected_rows_and_a_selection_made_before_the_run_
     _until_announced(world, 2)
     world.bus.publish("requests", stale)  # chosen before the retry: its rows are not the latest any more
     assert world.deliver() == ["stale"]
+    answer = world.store.read(answer_uri(Ledger(world.store, "work", 60), "r1", stale["selection"]))
+    assert answer is not None and orjson.loads(answer[0])["outcome"] == "stale"  # what retry --wait prints
     assert _latest(world)["k1"] == (2, "SUCCEEDED", None)
     assert _latest(world)["k3"] == (1, "FAILED", "FAILED_PRECONDITION")  # not selected: left as it was
     assert Counter(v[1] for v in _latest(world).values()) == Counter({"SUCCEEDED": 3, "FAILED": 1})
@@ -183,7 +185,7 @@ def test_each_state_of_a_run_is_a_run_states_row_and_the_newest_is_what_runs_pri
     assert [r["status"] for r in rows] == ["SUBMITTING", "RUNNING", "COMPLETE"]
     newest = orjson.loads(orjson.dumps(run_row(Ledger(world.store, "work", 60).get_run("r1")[0])))  # type: ignore[index]
     assert rows[-1] == {k: v for k, v in newest.items() if k != "updated_at"} | {"updated_at": rows[-1]["updated_at"]}
-    assert rows[-1]["rows"] == {"SUCCEEDED": 3} and rows[-1]["attempts"] == 2 and rows[-1]["finished_at"]
+    assert rows[-1]["rows_by_outcome"] == {"SUCCEEDED": 3} and rows[-1]["attempts"] == 2 and rows[-1]["finished_at"]
 
 
 def test_cancelling_a_held_run_ends_it_cancelled_with_no_job_and_the_poller_lets_it_go() -> None:
