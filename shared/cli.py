@@ -7,6 +7,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -316,8 +317,11 @@ def runs_command(
     settings, the_ports = _connect(local, config)
     ledger = _ledger(settings, the_ports)
     found = []
-    for uri in the_ports.store.list(f"{ledger.root}/runs/"):
-        read = the_ports.store.read(uri)
+    # Only records written since the horizon (a run created since was written since), read in parallel.
+    uris = the_ports.store.list(f"{ledger.root}/runs/", updated_since=horizon)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # within the storage client's connection pool
+        reads = list(pool.map(the_ports.store.read, uris))
+    for read in reads:
         if read is None:
             continue
         run = Run.from_json(orjson.loads(read[0]))

@@ -39,8 +39,8 @@ class ObjectStore(Protocol):
     def upload(self, path: Path, uri: str) -> int:
         """Upload a local file as a new object (create-only, ConflictError when it exists); its generation."""
 
-    def list(self, prefix_uri: str) -> list[str]:
-        """URIs of the objects under a prefix."""
+    def list(self, prefix_uri: str, updated_since: datetime | None = None) -> list[str]:
+        """URIs of the objects under a prefix (``updated_since``: those not written since may be left out)."""
 
     def delete(self, uri: str) -> None:
         """Delete an object if it exists."""

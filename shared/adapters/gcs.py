@@ -125,11 +125,15 @@ class GcsStore:
             blob.upload_from_filename(str(path), content_type="application/jsonl", if_generation_match=0)
         return int(blob.generation)
 
-    def list(self, prefix_uri: str) -> list[str]:
-        """Every object under a prefix (the emulator ignores match_glob: filter here)."""
+    def list(self, prefix_uri: str, updated_since: datetime | None = None) -> list[str]:
+        """Every object under a prefix (``updated_since``: written since then; from the listing's own metadata)."""
         bucket, prefix = split(prefix_uri)
         blobs = call(f"listing {prefix_uri}", lambda: list(self.client.list_blobs(bucket, prefix=prefix)))
-        return [f"gs://{bucket}/{b.name}" for b in blobs]
+        return [
+            f"gs://{bucket}/{b.name}"
+            for b in blobs
+            if updated_since is None or b.updated is None or b.updated >= updated_since
+        ]
 
     def delete(self, uri: str) -> None:
         """Delete if present."""
