@@ -733,7 +733,7 @@ def retry_command(
     selection = {"selection": request.selection, "outcomes": outcomes, "error_statuses": statuses}
     if request.selection in run.retries:
         typer.echo(f"{run_id}: these rows were retried already (selection {request.selection})", err=True)
-    elif next(iter(the_ports.warehouse.selected_keys(run_id, outcomes, statuses)), None) is None:
+    elif next(iter(the_ports.warehouse.selected_keys(run_id, outcomes, statuses)), None) is None:  # (key, chunk)
         with_status = f" with error_status {' or '.join(statuses)}" if statuses else ""
         typer.echo(f"{run_id}: no latest row is {' or '.join(outcomes)}{with_status}: nothing to retry", err=True)
         raise typer.Exit(0)

@@ -125,10 +125,13 @@ class Warehouse(Protocol):
     def results(self, run_id: str, outcomes: list[str]) -> tuple[int, Iterator[Any]]:
         """A run's latest rows (of ``outcomes``, when given): their count and Arrow record batches."""
 
-    def selected_keys(self, run_id: str, outcomes: list[str], error_statuses: list[str]) -> Iterator[str]:
-        """The request keys of a run's latest rows sent to Vertex (attempt > 0) with one of ``outcomes``.
+    def selected_keys(
+        self, run_id: str, outcomes: list[str], error_statuses: list[str]
+    ) -> Iterator[tuple[str, int | None]]:
+        """(request key, chunk) of a run's latest rows sent to Vertex (attempt > 0) with one of ``outcomes``.
 
-        And, when ``error_statuses`` is not empty, one of those ``error_status`` values.
+        And, when ``error_statuses`` is not empty, one of those ``error_status`` values. The chunk
+        is None on rows loaded before rows had one.
         """
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:

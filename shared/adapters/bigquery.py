@@ -184,12 +184,14 @@ class BigQueryWarehouse:
         # Through the Storage Read API (Arrow streams), not REST pages of JSON parsed row by row.
         return int(rows.total_rows or 0), iter(rows.to_arrow_iterable(bqstorage_client=self.read_client))
 
-    def selected_keys(self, run_id: str, outcomes: list[str], error_statuses: list[str]) -> Iterator[str]:
-        """The request keys of a run's latest rows sent to Vertex with one of ``outcomes`` (and ``error_statuses``)."""
+    def selected_keys(
+        self, run_id: str, outcomes: list[str], error_statuses: list[str]
+    ) -> Iterator[tuple[str, int | None]]:
+        """(key, chunk) of a run's latest rows sent to Vertex with one of ``outcomes`` (and ``error_statuses``)."""
         where = "run_id = @run AND attempt > 0 AND outcome IN UNNEST(@outcomes)"
         if error_statuses:
             where += " AND error_status IN UNNEST(@statuses)"
-        query = f"SELECT request_key FROM `{self.table('latest_predictions')}` WHERE {where}"
+        query = f"SELECT request_key, chunk FROM `{self.table('latest_predictions')}` WHERE {where}"
         rows = self._query(
             "selecting a run's rows to retry",
             query,
@@ -200,7 +202,7 @@ class BigQueryWarehouse:
         )
         with translated("reading the rows to retry"):
             for page in rows.pages:  # pages fetched under the error translation
-                yield from (str(row[0]) for row in page)
+                yield from ((str(row[0]), None if row[1] is None else int(row[1])) for row in page)
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         """Rows of a ``bq://project.dataset.table`` with a ``request`` column, as JSONL lines.

@@ -111,6 +111,7 @@ class RowContext:
         attempt: 1 for the first submission, +1 per re-submission.
         loaded_at: When the rows are produced (ISO 8601, UTC), passed in by the caller.
         price: The job's model's price (cost.py); None: the model has no price, rows get no cost.
+        chunk: The run's chunk the lines' requests were staged in.
     """
 
     run_id: str | None = None
@@ -119,6 +120,7 @@ class RowContext:
     attempt: int = 1
     loaded_at: str | None = None
     price: ModelPrice | None = None
+    chunk: int | None = None
 
     def columns(self) -> dict[str, Any]:
         """The context's own columns."""
@@ -129,6 +131,7 @@ class RowContext:
             "attempt": self.attempt,
             "loaded_at": self.loaded_at,
             "price_version": None if self.price is None else self.price.version,
+            "chunk": self.chunk,
         }
 
 

@@ -184,9 +184,9 @@ def _stage_rows(claim: Claim[JobRecord], settings: Settings, ports: Ports) -> No
         out = stack.enter_context(ports.store.writer(rows_uri))
         outputs = sorted(u for u in ports.store.list(record.dest_prefix + "/") if u.endswith(".jsonl"))
         for index, uri in enumerate(outputs):
-            context = RowContext(record.run_id, record.job_name, uri, record.attempt, loaded_at, price)
+            context = RowContext(record.run_id, record.job_name, uri, record.attempt, loaded_at, price, record.chunk)
             _normalize_file(claim, ports, uri, Normalizer(context), index, retryable, out, costs)
-        context = RowContext(record.run_id, record.job_name, None, record.attempt, loaded_at, price)
+        context = RowContext(record.run_id, record.job_name, None, record.attempt, loaded_at, price, record.chunk)
         retry_out: BinaryIO | None = None
         with ports.store.open(record.input_uri) as inputs:
             for number, line in enumerate(iter_lines(inputs, settings.max_line_bytes + 1024), 1):

@@ -9,8 +9,9 @@ id and is acted on once; one made before the run changed (another retry since) i
 Under the run's claim: the matching latest rows are read from BigQuery (their keys); every input
 file is checked to still exist (a run's work files are deleted some days after it ends: replay the
 file then) before the run is reopened (COMPLETE or CANCELLED -> RUNNING, ``reopen`` recorded with
-the attempt number each chunk gets); then, chunk by chunk, the chunk's first input is streamed for
-the selected keys' original request lines, written as the new attempt's input, and the attempt
+the attempt number each chunk gets); then, chunk by chunk, the first input of a chunk with selected
+rows (rows carry their chunk) is streamed for the selected keys' original request lines, written as
+the new attempt's input, and the attempt
 queued: a series of its own (MAX_ATTEMPTS counts from it), on ``model`` when given, counted
 against the day's budget. A holder that dies goes on from the chunks recorded (the poller sends
 the message again); the run completes and is announced again once the new attempts are collected.
@@ -21,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -127,12 +128,10 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
             claim.release()
             return _answer(ledger, request, outcome, why)
         if run.reopen.get("id") == request.selection and ledger.cancelled(run.run_id) is not None:
-            keys = KeyIndex()  # cancelled while it was queued: the chunks left keep their rows (no query)
+            keys = Selected(KeyIndex())  # cancelled while it was queued: the chunks left keep their rows (no query)
         else:
-            keys = compact_keys(
-                ports.warehouse.selected_keys(run.run_id, list(request.outcomes), list(request.error_statuses))
-            )
-        selected = keys.sealed + len(keys.current)
+            keys = select(ports, request)
+        selected = keys.count
         if run.reopen.get("id") != request.selection:
             if not selected:
                 claim.release()
@@ -149,6 +148,44 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     try_admit(ledger, settings, ports, inv)
     complete_run(ledger, settings, ports, inv, run.run_id)  # nothing was queued (every key unmatched): done again
     return "retried"
+
+
+@dataclass
+class Selected:
+    """A retry's keys (~20 bytes each) and the chunks they are in."""
+
+    keys: KeyIndex
+    chunks: set[int] = field(default_factory=set)
+    anywhere: bool = False  # some rows have no chunk (loaded before rows had one): every chunk is read
+
+    @property
+    def count(self) -> int:
+        """How many keys."""
+        return self.keys.sealed + len(self.keys.current)
+
+    def in_chunk(self, chunk: int) -> bool:
+        """Whether ``chunk`` may hold a selected key (its input must be read)."""
+        return self.anywhere or chunk in self.chunks
+
+
+def select(ports: Ports, request: RetryRequest) -> Selected:
+    """The latest rows a retry chooses, from BigQuery."""
+    chunks: set[int] = set()
+    anywhere = False
+
+    def keys() -> Iterator[str]:
+        nonlocal anywhere
+        for key, chunk in ports.warehouse.selected_keys(
+            request.run_id, list(request.outcomes), list(request.error_statuses)
+        ):
+            if chunk is None:
+                anywhere = True
+            else:
+                chunks.add(chunk)
+            yield key
+
+    index = compact_keys(keys())
+    return Selected(index, chunks, anywhere)
 
 
 def answer_uri(ledger: Ledger, run_id: str, selection: str) -> str:
@@ -222,7 +259,7 @@ def _first_input(ledger: Ledger, run_id: str, latest: JobRecord) -> str:
     return found[0].input_uri if found else latest.input_uri
 
 
-def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: KeyIndex) -> int:
+def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: Selected) -> int:
     """Every chunk's selected request lines written and queued as its next attempt; the rows queued.
 
     A chunk whose input cannot be read (deleted after all) keeps its rows as they are, and so do
@@ -241,6 +278,8 @@ def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: Key
         if existing is not None:  # queued by a holder that died before recording it
             rows = existing[0].requests
             count_retry(ledger, existing[0], retry_label(run.run_id, reopen["id"]))  # (counted once: one name)
+        elif not keys.in_chunk(chunk):
+            rows = 0  # none of its rows is chosen: its input is not read
         elif ledger.cancelled(run.run_id) is not None:
             rows = 0
             reopen.setdefault("errors", {})[chunk_text] = "the run was cancelled before this chunk was queued"
@@ -248,7 +287,7 @@ def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: Key
             name = f"{job_key(run.run_id, chunk, attempt)}.{reopen['id']}.jsonl"
             uri = f"gs://{settings.io_bucket}/staging/{run.run_id}/{name}"
             try:
-                rows = _write_selected(claim, ports, first.input_uri, uri, keys, settings.max_line_bytes + 1024)
+                rows = _write_selected(claim, ports, first.input_uri, uri, keys.keys, settings.max_line_bytes + 1024)
             except PermanentError as exc:
                 log.error("retry: a chunk's input cannot be read; its rows stay as they are",
                           extra={"run_id": run.run_id, "chunk": chunk, "error": str(exc)})  # fmt: skip

@@ -274,11 +274,13 @@ class FakeWarehouse:
                 history[version] = (total + output, rows + 1)
         return history
 
-    def selected_keys(self, run_id: str, outcomes: list[str], error_statuses: list[str]) -> Iterator[str]:
+    def selected_keys(
+        self, run_id: str, outcomes: list[str], error_statuses: list[str]
+    ) -> Iterator[tuple[str, int | None]]:
         for key, row in self.latest(run_id).items():
             status_ok = not error_statuses or row.get("error_status") in error_statuses
             if row["attempt"] > 0 and row["outcome"] in outcomes and status_ok:
-                yield key
+                yield key, row.get("chunk")
 
     def request_lines(self, table_uri: str) -> Iterator[bytes]:
         raise PermanentError(f"reading {table_uri}: 404 Not found: Table")

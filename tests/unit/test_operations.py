@@ -115,8 +115,18 @@ def test_retry_takes_only_the_selected_rows_and_a_selection_made_before_the_run_
     assert _latest(world)["k1"][1] == "FAILED"
     stale = _retry_message(world, ("FAILED",))
     failed_only = _retry_message(world, ("FAILED",), ("INVALID_ARGUMENT",))
+    opened: list[str] = []
+    real_open = world.store.open
+
+    def recording(uri: str, *args: object, **kwargs: object) -> object:
+        opened.append(uri)
+        return real_open(uri, *args, **kwargs)  # type: ignore[arg-type]
+
+    world.store.open = recording  # type: ignore[method-assign]
     world.bus.publish("requests", failed_only)
     assert world.deliver() == ["retried"]
+    world.store.open = real_open  # type: ignore[method-assign]
+    assert opened == [world.job(0)["input_uri"]]  # k1 is in chunk 0: chunk 1's input is not read
     assert world.job(0, 2)["requests"] == 1 and world.job(0, 2)["base"] == 2  # k1 alone, a series of its own
     world.finish()
     _until_announced(world, 2)
