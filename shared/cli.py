@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -417,11 +418,14 @@ def _upload(settings: Any, the_ports: Any, file: Path, prefix: str) -> tuple[str
     return uri, str(the_ports.store.upload(file, uri))  # create-only: its generation is the run's
 
 
-def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selection: str = "", held: bool = True) -> Any:
+def _follow(
+    settings: Any, the_ports: Any, run_id: str, timeout: float, selection: str = "", held: bool = True, answer: str = ""
+) -> Any:
     """Follow a run with a live display until it ends (announced, rejected or held); the run, or None on timeout.
 
     ``selection``: a retry's, which must have been acted on first (until then the run is the old one);
-    ``held``: a run held for approval ends the wait (not when following a cancel).
+    ``held``: a run held for approval ends the wait (not when following a cancel); ``answer``: where
+    the retry says why it was not made.
     """
     import time
 
@@ -429,7 +433,6 @@ def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selectio
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from shared.core.records import RUN_AWAITING_APPROVAL, RUN_REJECTED
-    from shared.services.retry import answer_uri
 
     ledger = _ledger(settings, the_ports)
     deadline = time.monotonic() + timeout
@@ -449,10 +452,10 @@ def _follow(settings: Any, the_ports: Any, run_id: str, timeout: float, selectio
                 description = f"{run_id} {run.status}: chunks {run.chunks}, jobs live {live} ({states}), rows {rows}"
                 progress.update(task, description=description, completed=done, total=len(attempts) or None)
                 acted = not selection or selection in run.retries
-                answered = selection and not acted and the_ports.store.read(answer_uri(ledger, run_id, selection))
+                answered = answer and not acted and the_ports.store.read(answer)
                 if answered:  # the retry was not made: why
-                    answer = orjson.loads(answered[0])
-                    typer.echo(f"error: retry of {run_id} {answer['outcome']}: {answer['why']}", err=True)
+                    said = orjson.loads(answered[0])
+                    typer.echo(f"error: retry of {run_id} {said['outcome']}: {said['why']}", err=True)
                     return None
                 waiting = held and run.status == RUN_AWAITING_APPROVAL
                 if acted and (run.announced or run.status == RUN_REJECTED or waiting):
@@ -481,9 +484,9 @@ def _summary(settings: Any, the_ports: Any, run: Any, as_json: bool, extra: dict
 
 
 def _wait(settings: Any, the_ports: Any, run_id: str, timeout: float, as_json: bool = False, ok: str = "COMPLETE",
-          selection: str = "", extra: dict[str, Any] | None = None) -> int:  # fmt: skip
+          selection: str = "", extra: dict[str, Any] | None = None, answer: str = "") -> int:  # fmt: skip
     """Follow a run to its end and print its summary: exit 0 when it ends ``ok``, else 1."""
-    run = _follow(settings, the_ports, run_id, timeout, selection, held=ok != "CANCELLED")
+    run = _follow(settings, the_ports, run_id, timeout, selection, held=ok != "CANCELLED", answer=answer)
     if run is None:
         return 1
     _summary(settings, the_ports, run, as_json, extra)
@@ -702,6 +705,9 @@ def retry_command(
         list[str] | None, typer.Option(help="Only rows with this error_status (repeatable), e.g. NOT_FOUND.")
     ] = None,
     model: Annotated[str, typer.Option(help="Run them on this model (default: the run's).")] = "",
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Accept its cost over MAX_RUN_COST_USD / MAX_DAILY_COST_USD.")
+    ] = False,
     wait: Wait = False,
     timeout: Timeout = 86_400,
     local: Local = False,
@@ -715,7 +721,7 @@ def retry_command(
     run is RUNNING again until the new attempts are collected, then announced again.
     """
     from shared.core.messages import check_model
-    from shared.services.retry import DEFAULT_OUTCOMES, request_for
+    from shared.services.retry import DEFAULT_OUTCOMES, answer_uri, request_for
 
     if model:
         try:
@@ -729,7 +735,9 @@ def retry_command(
     if run.status not in ("COMPLETE", "CANCELLED") or not run.announced:
         typer.echo(f"error: {run_id} is {run.status}: retry it once it has finished", err=True)
         raise typer.Exit(1)
-    request = request_for(_ledger(settings, the_ports), run_id, outcomes, statuses, model)
+    request = dataclasses.replace(
+        request_for(_ledger(settings, the_ports), run_id, outcomes, statuses, model), approved=approve
+    )
     selection = {"selection": request.selection, "outcomes": outcomes, "error_statuses": statuses}
     if request.selection in run.retries:
         typer.echo(f"{run_id}: these rows were retried already (selection {request.selection})", err=True)
@@ -745,7 +753,9 @@ def retry_command(
     if not wait:
         return
     extra = selection if as_json else None
-    raise typer.Exit(_wait(settings, the_ports, run_id, timeout, as_json, selection=request.selection, extra=extra))
+    answer = answer_uri(_ledger(settings, the_ports), run_id, request.selection, approve)
+    code = _wait(settings, the_ports, run_id, timeout, as_json, selection=request.selection, extra=extra, answer=answer)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -29,7 +29,9 @@ def submit_request(event: CloudEvent) -> str:
     if message.cancel:
         return cancel(message.cancel, message.reason, SETTINGS, ports(SETTINGS), inv, message.reopen)
     if message.retry:
-        what = RetryRequest(message.retry, message.selection, message.outcomes, message.error_statuses, message.model)
+        what = RetryRequest(
+            message.retry, message.selection, message.outcomes, message.error_statuses, message.model, message.approved
+        )
         return retry(what, SETTINGS, ports(SETTINGS), inv)
     if message.approve or message.reject:
         verdict = "approve" if message.approve else "reject"

@@ -60,6 +60,7 @@ class RequestMessage:
     selection: str = ""  # the retry's selection id
     outcomes: tuple[str, ...] = ()  # the retry's outcomes
     error_statuses: tuple[str, ...] = ()  # the retry's error statuses (empty: any)
+    approved: bool = False  # the retry's cost is accepted over the budget limits
 
 
 RUN_VERBS: Final = ("resume", "approve", "reject", "cancel", "retry")
@@ -90,9 +91,12 @@ def _retry_members(payload: dict[str, Any]) -> dict[str, Any]:
             check_model(model)
     except PermanentError as exc:
         problems.append(str(exc))
+    approved = payload.get("approved", False)
+    if not isinstance(approved, bool):
+        problems.append('"approved" must be true or false')
     if problems:
         raise PermanentError("bad retry message: " + "; ".join(problems))
-    return {"selection": selection, "model": model, **lists}
+    return {"selection": selection, "model": model, "approved": approved, **lists}
 
 
 def parse_request_message(payload: dict[str, Any]) -> RequestMessage:

@@ -306,8 +306,8 @@ def _follow_run(
             run.resume_sent_at = stamp(now)
             ledger.put(run, generation)  # first: a tick that overlaps this one does not publish too
             reopen = run.reopen
-            again = RetryRequest(run_id, reopen["id"], tuple(reopen["outcomes"]), tuple(reopen["error_statuses"]),
-                                 reopen.get("model", ""))  # fmt: skip
+            fields = (tuple(reopen["outcomes"]), tuple(reopen["error_statuses"]), reopen.get("model", ""))
+            again = RetryRequest(run_id, reopen["id"], *fields)  # (its budget was checked when it was reopened)
             ports.bus.publish(settings.batch_requests_topic, again.message(), run_id=run_id)
             counts["retries_resent"] += 1
             log.warning("run retry lapsed: retry sent again", extra={"run_id": run_id})

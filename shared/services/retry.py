@@ -37,7 +37,15 @@ from shared.core.records import RUN_FINISHED, RUN_RUNNING, JobRecord, Run
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import queue_attempt
-from shared.services.budget import count_retry, price_of, retry_estimate, retry_label
+from shared.services.budget import (
+    chunk_estimate,
+    count_retry,
+    day_of,
+    price_of,
+    retry_estimate,
+    retry_label,
+    spent,
+)
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.run_states import record_state
 from shared.services.runs import complete_run, latest_attempts
@@ -55,7 +63,8 @@ class RetryRequest:
     selection: str
     outcomes: tuple[str, ...] = DEFAULT_OUTCOMES
     error_statuses: tuple[str, ...] = ()
-    model: str = ""  # "" = each attempt's own
+    model: str = ""  # "" = the run's
+    approved: bool = False  # a person accepts its cost over the budget limits (gemini-batch retry --approve)
 
     def message(self) -> dict[str, Any]:
         """The ``batch-requests`` message."""
@@ -65,6 +74,7 @@ class RetryRequest:
             "outcomes": list(self.outcomes),
             "error_statuses": list(self.error_statuses),
             **({"model": self.model} if self.model else {}),
+            **({"approved": True} if self.approved else {}),
         }
 
 
@@ -137,6 +147,11 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
                 claim.release()
                 log.info("retry: no row matches", extra=fields)
                 return _answer(ledger, request, "nothing", "no latest row matches")
+            over = [] if request.approved else _over_budget(claim, settings, ports, request, selected)
+            if over:
+                claim.release()
+                log.warning("retry refused: over the budget limits", extra={**fields, "reasons": over})
+                return _answer(ledger, request, "over budget", "; ".join(over) + ": approve it (retry --approve)")
             _reopen(claim, request, selected)
         queued = _queue_chunks(claim, settings, ports, keys)
         run.reopen["done"], run.reopen["unmatched"] = True, max(0, selected - queued)
@@ -188,16 +203,45 @@ def select(ports: Ports, request: RetryRequest) -> Selected:
     return Selected(index, chunks, anywhere)
 
 
-def answer_uri(ledger: Ledger, run_id: str, selection: str) -> str:
-    """Where a retry that was not made says why (``gemini-batch retry --wait`` reads it)."""
-    return f"{ledger.root}/retries/{run_id}/{selection}.json"
+def _over_budget(claim: Claim[Run], settings: Settings, ports: Ports, request: RetryRequest, rows: int) -> list[str]:
+    """Why the retry may not run without a person's approval (MAX_RUN_COST_USD, MAX_DAILY_COST_USD)."""
+    run = claim.record
+    if not settings.budget_guard:
+        return []
+    model = request.model or run.model
+    price = price_of(settings, ports, model, run.run_id)
+    share = rows / run.requests if run.requests else 1.0  # the run's counts, in proportion to the rows chosen
+    expected = chunk_estimate(run, price, run.staged.get("estimator") or [run.requests], share).get("expected_usd")
+    if expected is None:
+        return [f"the model {model} has no price: the retry's cost cannot be estimated"]
+    reasons = []
+    if settings.max_run_cost_usd is not None and expected > settings.max_run_cost_usd:
+        reasons.append(f"expected cost {expected:.2f} USD is over MAX_RUN_COST_USD {settings.max_run_cost_usd:.2f}")
+    if settings.max_daily_cost_usd is not None:
+        day = day_of(claim.inv.now())
+        today = spent(claim.ledger, day)
+        if today + expected > settings.max_daily_cost_usd:
+            reasons.append(
+                f"{day}: {today:.2f} USD spent or expected, with this retry {today + expected:.2f}, "
+                f"is over MAX_DAILY_COST_USD {settings.max_daily_cost_usd:.2f}"
+            )
+    return reasons
+
+
+def answer_uri(ledger: Ledger, run_id: str, selection: str, approved: bool = False) -> str:
+    """Where a retry that was not made says why (``gemini-batch retry --wait`` reads it).
+
+    An approved retry of the same selection has its own (the first may have been refused over budget).
+    """
+    return f"{ledger.root}/retries/{run_id}/{selection}{'.approved' if approved else ''}.json"
 
 
 def _answer(ledger: Ledger, request: RetryRequest, outcome: str, why: str) -> str:
     """Record why the retry was not made (create-only, best effort); return ``outcome``."""
     body = orjson.dumps({"outcome": outcome, "why": why})
     with contextlib.suppress(PipelineError):
-        ledger.store.write(answer_uri(ledger, request.run_id, request.selection), body, if_generation_match=0)
+        uri = answer_uri(ledger, request.run_id, request.selection, request.approved)
+        ledger.store.write(uri, body, if_generation_match=0)
     return outcome
 
 

@@ -281,3 +281,25 @@ def test_a_retry_counts_in_the_day_s_spend_while_it_runs_and_its_cost_once_the_r
     world.finish(usage=usage)
     _until_announced(world, 2)
     assert spent(ledger, day) == pytest.approx(world.run()["cost"]["usd"]) and world.run()["cost"]["usd"] > first
+
+
+def test_a_retry_over_the_budget_limits_waits_for_a_person_s_approval() -> None:
+    usage = {"promptTokenCount": 1000, "candidatesTokenCount": 100, "totalTokenCount": 1100}
+    world = World([_line(f"q{i}", f"k{i}") for i in range(2)], dataclasses.replace(SETTINGS, max_run_cost_usd=100.0))
+    world.submit()
+    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
+    world.finish(answers={"k1": bad}, usage=usage)
+    _until_announced(world, 1)
+    world.settings = dataclasses.replace(SETTINGS, max_run_cost_usd=0.0)  # the limit was lowered since
+    message = _retry_message(world, ("FAILED",))
+    world.bus.publish("requests", message)
+    assert world.deliver() == ["over budget"]
+    answer = orjson.loads(
+        world.store.objects[answer_uri(Ledger(world.store, "work", 60), "r1", message["selection"])][0]
+    )
+    assert "MAX_RUN_COST_USD" in answer["why"] and world.run()["status"] == "COMPLETE"
+    world.bus.publish("requests", {**message, "approved": True})  # gemini-batch retry --approve
+    assert world.deliver() == ["retried"]
+    world.finish(usage=usage)
+    _until_announced(world, 2)
+    assert _latest(world)["k1"] == (2, "SUCCEEDED", None)

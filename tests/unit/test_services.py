@@ -135,7 +135,8 @@ class World:
             return cancel(payload["cancel"], why, self.settings, self.ports, self.inv(), payload.get("reopen"))
         if "retry" in payload:
             what = RetryRequest(payload["retry"], payload["selection"], tuple(payload["outcomes"]),
-                                tuple(payload["error_statuses"]), payload.get("model", ""))  # fmt: skip
+                                tuple(payload["error_statuses"]), payload.get("model", ""),
+                                payload.get("approved", False))  # fmt: skip
             return retry(what, self.settings, self.ports, self.inv())
         verdict = "approve" if "approve" in payload else "reject"
         return decide(payload[verdict], verdict, payload.get("reason", ""), self.settings, self.ports, self.inv())
