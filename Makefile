@@ -69,10 +69,13 @@ test-integration: $(VENV)/.installed ## Local-cloud tests: starts the emulators,
 
 # What touches google-genai, again with 1.56.0: the unit and function suites, the SDK against the
 # Vertex emulator, and the pipeline's Vertex paths (create, get, list, cancel, job faults, 429s).
-# The other local-cloud tests (crash semantics, BigQuery proxy, bridge, CLI, cost, observability,
-# scale) go through the same adapter calls: run once, with the latest.
+# The other local-cloud tests (the rest of the crash semantics, BigQuery proxy, bridge, CLI, cost,
+# observability, scale) go through the same adapter calls: run once, with the latest.
 GENAI_MIN_TESTS := tests/unit tests/functions tests/integration/test_vertex_emulator.py \
-	tests/integration/test_pipeline.py tests/integration/test_quotas.py
+	tests/integration/test_pipeline.py tests/integration/test_quotas.py \
+	tests/integration/test_semantics.py::test_a_create_whose_connection_was_reset_after_creating_bills_once \
+	tests/integration/test_semantics.py::test_poll_goes_on_past_a_job_whose_reads_keep_failing \
+	tests/integration/test_semantics.py::test_a_429_on_create_does_not_strand_the_run
 
 test-genai-min: $(VENV_MIN)/.installed ## The google-genai-touching suites again with google-genai 1.56.0
 	$(PY_MIN) -c "import google.genai as g; assert g.__version__ == '$(GENAI_MIN)', g.__version__"

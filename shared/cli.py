@@ -746,6 +746,8 @@ def retry_command(
         typer.echo(f"{run_id}: no latest row is {' or '.join(outcomes)}{with_status}: nothing to retry", err=True)
         raise typer.Exit(0)
     else:
+        # An answer of an earlier try of the same selection (e.g. yesterday's "over budget") is not this one's.
+        the_ports.store.delete(answer_uri(_ledger(settings, the_ports), run_id, request.selection, approve))
         message_id = the_ports.bus.publish(settings.batch_requests_topic, request.message(), run_id=run_id)
         if not wait:
             _sent(settings, "retry", run_id, message_id, as_json, **selection)

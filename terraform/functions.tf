@@ -92,5 +92,6 @@ module "function" {
   # with exactly what the code calls, on the project (iam.tf).
   runtime_roles = local.function_roles[each.key]
 
-  depends_on = [google_project_service.apis, google_project_iam_member.gcs_agent_publishes, google_project_iam_custom_role.pipeline]
+  # The tables first: new code may write a column an upgrade adds (a load drops what the table lacks).
+  depends_on = [google_project_service.apis, google_project_iam_member.gcs_agent_publishes, google_project_iam_custom_role.pipeline, google_bigquery_table.predictions, google_bigquery_table.batch_jobs, google_bigquery_table.run_states]
 }

@@ -45,11 +45,12 @@ resource "google_storage_bucket" "work" {
       type = "Delete"
     }
   }
-  # The day's spend markers and the approval reports: read for a day or a decision, kept a while for audit.
+  # The day's spend markers, approval reports, retry answers and cancel requests: read for a day or a
+  # decision, kept a while for audit.
   lifecycle_rule {
     condition {
       age            = var.work_backstop_days
-      matches_prefix = ["ledger/spend/", "ledger/overdue/", "approvals/"]
+      matches_prefix = ["ledger/spend/", "ledger/overdue/", "ledger/retries/", "ledger/cancel/", "approvals/"]
     }
     action {
       type = "Delete"

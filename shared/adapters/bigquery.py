@@ -80,7 +80,8 @@ class BigQueryWarehouse:
         if job is None:
             config = bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-                schema=schema_fields(table),
+                # No schema: the table's own applies. A column this code writes that the table does not
+                # have yet (an upgrade before Terraform added it) is dropped, never a refused load.
                 write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
                 create_disposition=bigquery.CreateDisposition.CREATE_NEVER,  # Terraform owns the tables
                 ignore_unknown_values=True,  # rows carry the output line's own key/status members

@@ -29,6 +29,7 @@ from typing import Any, Final
 import orjson
 
 from shared.config import Settings
+from shared.core.cost import default_prices, estimate
 from shared.core.errors import PermanentError, PipelineError, TransientError
 from shared.core.ids import job_key
 from shared.core.keys import KeyIndex, compact_keys, key_member
@@ -38,7 +39,6 @@ from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import queue_attempt
 from shared.services.budget import (
-    chunk_estimate,
     count_retry,
     day_of,
     price_of,
@@ -104,8 +104,19 @@ def request_for(
 
 
 def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocation) -> str:
-    """Handle a ``retry`` message: "retried", "duplicate", "stale", "nothing", "refused" or "busy"."""
+    """Handle a ``retry`` message: "retried", "duplicate", "stale", "nothing", "refused", "over budget" or "busy".
+
+    Every outcome but "retried" and "duplicate" is answered (:func:`answer_uri`), a permanent error too.
+    """
     ledger = Ledger(ports.store, settings.work_bucket, settings.lease_seconds)
+    try:
+        return _retry(ledger, request, settings, ports, inv)
+    except PermanentError as exc:
+        _answer(ledger, request, "failed", str(exc))
+        raise
+
+
+def _retry(ledger: Ledger, request: RetryRequest, settings: Settings, ports: Ports, inv: Invocation) -> str:
     found = ledger.get_run(request.run_id)
     if found is None:
         raise PermanentError(f"retry: unknown run {request.run_id}")
@@ -117,7 +128,7 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     pending = run.reopen if run.reopen and not run.reopen.get("done") else None
     if pending is not None and pending["id"] != request.selection:
         log.warning("retry: another retry of the run is being queued; this one is stale once it is", extra=fields)
-        return "busy"
+        return _answer(ledger, request, "busy", "another retry of the run is being queued")
     if pending is None and run.status in RUN_FINISHED and not run.announced:
         raise TransientError(f"retry of {run.run_id}: the run is being announced; retried")  # a moment from now
     if pending is None and run.status not in RUN_FINISHED:
@@ -128,7 +139,7 @@ def retry(request: RetryRequest, settings: Settings, ports: Ports, inv: Invocati
     except ClaimHeld as exc:
         raise TransientError(f"retry of {run.run_id}: the run is held by another invocation; retried") from exc
     if claim is None:
-        return "refused"
+        return _answer(ledger, request, "refused", f"the run is {run.status}")
     with claim.released_on_error():
         if request.selection in run.retries:  # done by a holder that saved just before this claim
             claim.release()
@@ -210,13 +221,20 @@ def _over_budget(claim: Claim[Run], settings: Settings, ports: Ports, request: R
         return []
     model = request.model or run.model
     price = price_of(settings, ports, model, run.run_id)
-    share = rows / run.requests if run.requests else 1.0  # the run's counts, in proportion to the rows chosen
-    expected = chunk_estimate(run, price, run.staged.get("estimator") or [run.requests], share).get("expected_usd")
-    if expected is None:
+    if price is None:
         return [f"the model {model} has no price: the retry's cost cannot be estimated"]
+    share = rows / run.requests if run.requests else 1.0  # the run's counts, in proportion to the rows chosen
+    # At the run's expected output a request (or the table's default when the run was not estimated).
+    per_request = float(run.estimate.get("output_per_request") or default_prices().estimator.default_output_tokens)
+    state = [v * share for v in run.staged.get("estimator") or [run.requests]]
+    expected = float(estimate(state, price, per_request, "run").as_dict()["expected_usd"] or 0.0)
     reasons = []
-    if settings.max_run_cost_usd is not None and expected > settings.max_run_cost_usd:
-        reasons.append(f"expected cost {expected:.2f} USD is over MAX_RUN_COST_USD {settings.max_run_cost_usd:.2f}")
+    so_far = float(run.cost.get("usd") or 0.0)  # what the run's attempts cost until now
+    if settings.max_run_cost_usd is not None and so_far + expected > settings.max_run_cost_usd:
+        reasons.append(
+            f"the run's cost {so_far:.2f} USD and this retry's expected {expected:.2f} USD are over "
+            f"MAX_RUN_COST_USD {settings.max_run_cost_usd:.2f}"
+        )
     if settings.max_daily_cost_usd is not None:
         day = day_of(claim.inv.now())
         today = spent(claim.ledger, day)
@@ -239,7 +257,7 @@ def answer_uri(ledger: Ledger, run_id: str, selection: str, approved: bool = Fal
 def _answer(ledger: Ledger, request: RetryRequest, outcome: str, why: str) -> str:
     """Record why the retry was not made (create-only, best effort); return ``outcome``."""
     body = orjson.dumps({"outcome": outcome, "why": why})
-    with contextlib.suppress(PipelineError):
+    with contextlib.suppress(PipelineError):  # the command deletes an old answer before it sends the retry
         uri = answer_uri(ledger, request.run_id, request.selection, request.approved)
         ledger.store.write(uri, body, if_generation_match=0)
     return outcome
@@ -322,11 +340,11 @@ def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: Sel
         if existing is not None:  # queued by a holder that died before recording it
             rows = existing[0].requests
             count_retry(ledger, existing[0], retry_label(run.run_id, reopen["id"]))  # (counted once: one name)
-        elif not keys.in_chunk(chunk):
-            rows = 0  # none of its rows is chosen: its input is not read
         elif ledger.cancelled(run.run_id) is not None:
             rows = 0
             reopen.setdefault("errors", {})[chunk_text] = "the run was cancelled before this chunk was queued"
+        elif not keys.in_chunk(chunk):
+            rows = 0  # none of its rows is chosen: its input is not read
         else:
             name = f"{job_key(run.run_id, chunk, attempt)}.{reopen['id']}.jsonl"
             uri = f"gs://{settings.io_bucket}/staging/{run.run_id}/{name}"
