@@ -303,3 +303,23 @@ def test_a_retry_over_the_budget_limits_waits_for_a_person_s_approval() -> None:
     world.finish(usage=usage)
     _until_announced(world, 2)
     assert _latest(world)["k1"] == (2, "SUCCEEDED", None)
+
+
+def test_a_retry_of_a_run_made_without_limits_is_counted_in_the_day() -> None:
+    world = World([_line(f"q{i}", f"k{i}") for i in range(2)])
+    world.submit()
+    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
+    world.finish(answers={"k0": bad, "k1": bad})
+    _until_announced(world, 1)
+    ledger = Ledger(world.store, "work", 60)
+    run, generation = ledger.get_run("r1")  # type: ignore[misc]
+    run.estimate, run.budget_day = {}, ""  # a run of a release before estimates and day budgets
+    run.staged.pop("estimates", None)
+    run.staged.pop("estimator", None)
+    ledger.put(run, generation)
+    world.settings = dataclasses.replace(SETTINGS, max_daily_cost_usd=1000.0)  # a limit set since
+    world.bus.publish("requests", _retry_message(world, ("FAILED",)))
+    assert world.deliver() == ["retried"]
+    today = world.clock().strftime("%Y-%m-%d")
+    assert world.job(0, 2)["estimate"]["expected_usd"] > 0
+    assert spent(ledger, today) == pytest.approx(world.job(0, 2)["estimate"]["expected_usd"])
