@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -736,7 +737,9 @@ def retry_command(
         typer.echo(f"error: {run_id} is {run.status}: retry it once it has finished", err=True)
         raise typer.Exit(1)
     request = dataclasses.replace(
-        request_for(_ledger(settings, the_ports), run_id, outcomes, statuses, model), approved=approve
+        request_for(_ledger(settings, the_ports), run_id, outcomes, statuses, model),
+        approved=approve,
+        nonce=uuid.uuid4().hex[:16],  # this sending's own answer (not an earlier one's)
     )
     selection = {"selection": request.selection, "outcomes": outcomes, "error_statuses": statuses}
     if request.selection in run.retries:
@@ -746,8 +749,6 @@ def retry_command(
         typer.echo(f"{run_id}: no latest row is {' or '.join(outcomes)}{with_status}: nothing to retry", err=True)
         raise typer.Exit(0)
     else:
-        # An answer of an earlier try of the same selection (e.g. yesterday's "over budget") is not this one's.
-        the_ports.store.delete(answer_uri(_ledger(settings, the_ports), run_id, request.selection, approve))
         message_id = the_ports.bus.publish(settings.batch_requests_topic, request.message(), run_id=run_id)
         if not wait:
             _sent(settings, "retry", run_id, message_id, as_json, **selection)
@@ -755,7 +756,7 @@ def retry_command(
     if not wait:
         return
     extra = selection if as_json else None
-    answer = answer_uri(_ledger(settings, the_ports), run_id, request.selection, approve)
+    answer = answer_uri(_ledger(settings, the_ports), run_id, request.selection, request.nonce)
     code = _wait(settings, the_ports, run_id, timeout, as_json, selection=request.selection, extra=extra, answer=answer)
     raise typer.Exit(code)
 

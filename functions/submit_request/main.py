@@ -30,8 +30,9 @@ def submit_request(event: CloudEvent) -> str:
         return cancel(message.cancel, message.reason, SETTINGS, ports(SETTINGS), inv, message.reopen)
     if message.retry:
         what = RetryRequest(
-            message.retry, message.selection, message.outcomes, message.error_statuses, message.model, message.approved
-        )
+            message.retry, message.selection, message.outcomes, message.error_statuses, message.model,
+            message.approved, message.nonce,
+        )  # fmt: skip
         return retry(what, SETTINGS, ports(SETTINGS), inv)
     if message.approve or message.reject:
         verdict = "approve" if message.approve else "reject"

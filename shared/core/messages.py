@@ -61,11 +61,13 @@ class RequestMessage:
     outcomes: tuple[str, ...] = ()  # the retry's outcomes
     error_statuses: tuple[str, ...] = ()  # the retry's error statuses (empty: any)
     approved: bool = False  # the retry's cost is accepted over the budget limits
+    nonce: str = ""  # names the retry's sending (its answer's file)
 
 
 RUN_VERBS: Final = ("resume", "approve", "reject", "cancel", "retry")
 _SELECTION: Final = re.compile(r"s[0-9a-f]{16}")
 _STATUS: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_NONCE: Final = re.compile(r"[0-9a-f]{8,32}")
 
 
 def _retry_members(payload: dict[str, Any]) -> dict[str, Any]:
@@ -94,9 +96,13 @@ def _retry_members(payload: dict[str, Any]) -> dict[str, Any]:
     approved = payload.get("approved", False)
     if not isinstance(approved, bool):
         problems.append('"approved" must be true or false')
+    nonce = payload.get("nonce") or ""
+    if not isinstance(nonce, str) or (nonce and not _NONCE.fullmatch(nonce)):
+        problems.append('"nonce" must be 8 to 32 lower-case hex digits')
+        nonce = ""
     if problems:
         raise PermanentError("bad retry message: " + "; ".join(problems))
-    return {"selection": selection, "model": model, "approved": approved, **lists}
+    return {"selection": selection, "model": model, "approved": approved, "nonce": nonce, **lists}
 
 
 def parse_request_message(payload: dict[str, Any]) -> RequestMessage:

@@ -58,6 +58,7 @@ class RetryRequest:
     error_statuses: tuple[str, ...] = ()
     model: str = ""  # "" = the run's
     approved: bool = False  # a person accepts its cost over the budget limits (gemini-batch retry --approve)
+    nonce: str = ""  # names this sending: its answer, if it is not made, is its own (retry --wait reads it)
 
     def message(self) -> dict[str, Any]:
         """The ``batch-requests`` message."""
@@ -68,6 +69,7 @@ class RetryRequest:
             "error_statuses": list(self.error_statuses),
             **({"model": self.model} if self.model else {}),
             **({"approved": True} if self.approved else {}),
+            **({"nonce": self.nonce} if self.nonce else {}),
         }
 
 
@@ -252,19 +254,20 @@ def _estimate(run: Run, price: ModelPrice | None, state: list[int], share: float
     return {**made.as_dict(), "model": price.model if price is not None else ""}
 
 
-def answer_uri(ledger: Ledger, run_id: str, selection: str, approved: bool = False) -> str:
+def answer_uri(ledger: Ledger, run_id: str, selection: str, nonce: str = "") -> str:
     """Where a retry that was not made says why (``gemini-batch retry --wait`` reads it).
 
-    An approved retry of the same selection has its own (the first may have been refused over budget).
+    Each sending has its own (``nonce``): an earlier one's answer (refused over budget yesterday, a
+    redelivery) is never taken for this one's.
     """
-    return f"{ledger.root}/retries/{run_id}/{selection}{'.approved' if approved else ''}.json"
+    return f"{ledger.root}/retries/{run_id}/{selection}{'.' + nonce if nonce else ''}.json"
 
 
 def _answer(ledger: Ledger, request: RetryRequest, outcome: str, why: str) -> str:
     """Record why the retry was not made (create-only, best effort); return ``outcome``."""
     body = orjson.dumps({"outcome": outcome, "why": why})
-    with contextlib.suppress(PipelineError):  # the command deletes an old answer before it sends the retry
-        uri = answer_uri(ledger, request.run_id, request.selection, request.approved)
+    with contextlib.suppress(PipelineError):  # (a redelivery of the same sending answers once)
+        uri = answer_uri(ledger, request.run_id, request.selection, request.nonce)
         ledger.store.write(uri, body, if_generation_match=0)
     return outcome
 

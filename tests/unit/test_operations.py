@@ -168,6 +168,10 @@ def test_retry_refuses_a_running_run_and_a_bad_message_is_refused_before_anythin
     ):
         with pytest.raises(PermanentError):
             parse_request_message(bad)
+    sent = {"retry": "r0123456789abcdef0123", "selection": "s0123456789abcdef", "outcomes": ["FAILED"]}
+    assert parse_request_message({**sent, "nonce": "0a1b2c3d"}).nonce == "0a1b2c3d"
+    with pytest.raises(PermanentError):
+        parse_request_message({**sent, "nonce": "../../x"})  # it names a file
     fenced = parse_request_message({"cancel": "r0123456789abcdef0123", "reopen": "", "reason": "why"})
     assert (fenced.cancel, fenced.reopen, fenced.reason) == ("r0123456789abcdef0123", "", "why")
     assert parse_request_message({"cancel": "r0123456789abcdef0123"}).reopen is None  # a message of the user's
@@ -291,15 +295,15 @@ def test_a_retry_over_the_budget_limits_waits_for_a_person_s_approval() -> None:
     world.finish(answers={"k1": bad}, usage=usage)
     _until_announced(world, 1)
     world.settings = dataclasses.replace(SETTINGS, max_run_cost_usd=0.0)  # the limit was lowered since
-    message = _retry_message(world, ("FAILED",))
+    message = {**_retry_message(world, ("FAILED",)), "nonce": "a1a1a1a1"}
     world.bus.publish("requests", message)
     assert world.deliver() == ["over budget"]
-    answer = orjson.loads(
-        world.store.objects[answer_uri(Ledger(world.store, "work", 60), "r1", message["selection"])][0]
-    )
+    ledger = Ledger(world.store, "work", 60)
+    answer = orjson.loads(world.store.objects[answer_uri(ledger, "r1", message["selection"], "a1a1a1a1")][0])
     assert "MAX_RUN_COST_USD" in answer["why"] and world.run()["status"] == "COMPLETE"
-    world.bus.publish("requests", {**message, "approved": True})  # gemini-batch retry --approve
+    world.bus.publish("requests", {**message, "approved": True, "nonce": "b2b2b2b2"})  # retry --approve
     assert world.deliver() == ["retried"]
+    assert world.store.read(answer_uri(ledger, "r1", message["selection"], "b2b2b2b2")) is None  # made: no answer
     world.finish(usage=usage)
     _until_announced(world, 2)
     assert _latest(world)["k1"] == (2, "SUCCEEDED", None)

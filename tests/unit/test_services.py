@@ -136,7 +136,7 @@ class World:
         if "retry" in payload:
             what = RetryRequest(payload["retry"], payload["selection"], tuple(payload["outcomes"]),
                                 tuple(payload["error_statuses"]), payload.get("model", ""),
-                                payload.get("approved", False))  # fmt: skip
+                                payload.get("approved", False), payload.get("nonce", ""))  # fmt: skip
             return retry(what, self.settings, self.ports, self.inv())
         verdict = "approve" if "approve" in payload else "reject"
         return decide(payload[verdict], verdict, payload.get("reason", ""), self.settings, self.ports, self.inv())
