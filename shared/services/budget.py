@@ -150,11 +150,13 @@ def run_estimate(claim: Claim[Run], settings: Settings, ports: Ports) -> dict[st
 def chunk_estimate(run: Run, price: ModelPrice | None, state: list[int], share: float = 1.0) -> dict[str, Any]:
     """The estimate of some of a run's requests: a chunk's counts (``share`` of them for a retry).
 
-    At the run's own expected output per request: the chunks' estimates add up to the run's.
+    At the run's own expected output per request: the chunks' estimates add up to the run's. A run
+    of a release that did not estimate: the table's default output a request, bound by the model's
+    maximum when its requests were not counted either (their input then uncounted).
     """
-    if not run.estimate:
-        return {}
-    per_request = float(run.estimate.get("output_per_request", 0.0))
+    per_request = float(run.estimate.get("output_per_request") or default_prices().estimator.default_output_tokens)
+    if len(state) < 3 and price is not None:
+        state = [state[0], 0, state[0] * price.max_output_tokens]
     made = estimate([v * share for v in state], price, per_request, run.estimate.get("output_basis", "default"))
     return made.as_dict()
 
@@ -168,9 +170,11 @@ def job_estimate(run: Run, price: ModelPrice | None, chunk: int) -> dict[str, An
 def retry_estimate(run: Run, price: ModelPrice | None, parent: JobRecord, rows: int) -> dict[str, Any]:
     """A retry attempt's estimate: the parent chunk's, in proportion to the rows sent again."""
     states = run.staged.get("estimates") or []
-    if parent.chunk >= len(states) or not states[parent.chunk] or not states[parent.chunk][0]:
-        return {}
-    return chunk_estimate(run, price, states[parent.chunk], rows / states[parent.chunk][0])
+    if parent.chunk < len(states) and states[parent.chunk] and states[parent.chunk][0]:
+        state = states[parent.chunk]
+    else:  # a run of a release that did not count its chunks
+        state = [parent.requests]
+    return chunk_estimate(run, price, state, rows / max(1, state[0]))
 
 
 # --- the day's spend --------------------------------------------------------------------------

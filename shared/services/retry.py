@@ -29,7 +29,6 @@ from typing import Any, Final
 import orjson
 
 from shared.config import Settings
-from shared.core.cost import ModelPrice, default_prices, estimate
 from shared.core.errors import PermanentError, PipelineError, TransientError
 from shared.core.ids import job_key
 from shared.core.keys import KeyIndex, compact_keys, key_member
@@ -38,7 +37,7 @@ from shared.core.records import RUN_FINISHED, RUN_RUNNING, JobRecord, Run
 from shared.ports import Ports
 from shared.services.admission import try_admit
 from shared.services.attempts import queue_attempt
-from shared.services.budget import count_retry, day_of, price_of, retry_label, spent
+from shared.services.budget import chunk_estimate, count_retry, day_of, price_of, retry_estimate, retry_label, spent
 from shared.services.ledger import Claim, ClaimHeld, Invocation, Ledger, stamp
 from shared.services.run_states import record_state
 from shared.services.runs import complete_run, latest_attempts
@@ -222,7 +221,8 @@ def _over_budget(claim: Claim[Run], settings: Settings, ports: Ports, request: R
     if price is None:
         return [f"the model {model} has no price: the retry's cost cannot be estimated"]
     share = rows / run.requests if run.requests else 1.0  # the run's counts, in proportion to the rows chosen
-    expected = float(_estimate(run, price, run.staged.get("estimator") or [run.requests], share)["expected_usd"] or 0)
+    state = run.staged.get("estimator") or [run.requests]
+    expected = float(chunk_estimate(run, price, state, share)["expected_usd"] or 0)
     reasons = []
     so_far = float(run.cost.get("usd") or 0.0)  # what the run's attempts cost until now
     if settings.max_run_cost_usd is not None and so_far + expected > settings.max_run_cost_usd:
@@ -239,19 +239,6 @@ def _over_budget(claim: Claim[Run], settings: Settings, ports: Ports, request: R
                 f"is over MAX_DAILY_COST_USD {settings.max_daily_cost_usd:.2f}"
             )
     return reasons
-
-
-def _estimate(run: Run, price: ModelPrice | None, state: list[int], share: float) -> dict[str, Any]:
-    """What ``share`` of requests counted as ``state`` is expected to cost (cost.Estimate.as_dict()).
-
-    At the run's expected output a request, or the table's default for a run of a release that did
-    not estimate (its input then uncounted: output only).
-    """
-    per_request = float(run.estimate.get("output_per_request") or default_prices().estimator.default_output_tokens)
-    if len(state) < 3 and price is not None:  # counted before estimates existed: output bound by the model only
-        state = [state[0], 0, state[0] * price.max_output_tokens]
-    made = estimate([v * share for v in state], price, per_request, run.estimate.get("output_basis", "default"))
-    return {**made.as_dict(), "model": price.model if price is not None else ""}
 
 
 def answer_uri(ledger: Ledger, run_id: str, selection: str, nonce: str = "") -> str:
@@ -365,10 +352,7 @@ def _queue_chunks(claim: Claim[Run], settings: Settings, ports: Ports, keys: Sel
                 rows = 0
                 reopen.setdefault("errors", {})[chunk_text] = str(exc)
             if rows:
-                # Its chunk's counts in proportion to the rows sent again: counted in the day (count_retry).
-                states = run.staged.get("estimates") or []
-                state = states[chunk] if chunk < len(states) and states[chunk] else [first.requests]
-                expected = _estimate(run, price, state, rows / max(1, state[0])) if price is not None else {}
+                expected = retry_estimate(run, price, first, rows)  # counted in the day (count_retry)
                 child = queue_attempt(
                     ledger, settings, inv, run.run_id, chunk, attempt, uri, rows, expected,
                     model=model, base=attempt,

@@ -108,7 +108,8 @@ def complete_run(ledger: Ledger, settings: Settings, ports: Ports, inv: Invocati
         ports.bus.publish(
             settings.batch_results_topic, announcement(run, records, summary), run_id=run_id, revision=revision
         )
-        ledger.store.delete(ledger.cancel_uri(run_id))  # kept in the run record (``cancel``); nothing reads it now
+        if run.cancel:  # kept in the run record; nothing reads the marker now
+            ledger.store.delete(ledger.cancel_uri(run_id))
         run.announced = True
         claim.move("announce")
     ledger.deactivate_run(run_id)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from local.clients import publisher, subscriber
 from local.stack import Endpoints, Stack
 from shared.cli import app
+from tests.integration.conftest import wait_for
 from tests.integration.helpers import (
     invocation,
     jsonl,
@@ -153,16 +154,6 @@ def test_submit_wait_follows_a_run_to_its_summary_and_replay_makes_a_new_run(
     assert sorted(latest_rows(cloud, again)) == [f"k{i}" for i in range(4)]
 
 
-def _until(check: Any, timeout: float = 120, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
-
-
 def _runs_view(cloud: Endpoints, run_id: str) -> dict[str, Any] | None:
     rows = query_rows(cloud, "SELECT * FROM gbp.runs WHERE run_id = @run", run_id)
     return rows[0] if rows else None
@@ -186,7 +177,11 @@ def test_retry_runs_rows_a_wrong_model_left_missing_on_the_fixed_model_once_and_
     assert second.exit_code == 1 or orjson.loads(second.stdout)["selection"] == selection, second.output
     followed = _cli(*args[:4], "--wait", "--timeout", "120")  # now RUNNING (or done): nothing new is sent
     assert followed.exit_code in (0, 1), followed.output
-    _until(lambda: selection in run_record(cloud, run_id)["retries"] and run_record(cloud, run_id)["announced"])
+    wait_for(
+        lambda: selection in run_record(cloud, run_id)["retries"] and run_record(cloud, run_id)["announced"],
+        timeout=120,
+        interval=0.5,
+    )
     rows = latest_rows(cloud, run_id)
     assert {(k, r["outcome"], r["attempt"]) for k, r in rows.items()} == {(f"k{i}", "SUCCEEDED", 2) for i in range(3)}
     jobs = vertex_jobs(cloud, run_id)
@@ -197,7 +192,7 @@ def test_retry_runs_rows_a_wrong_model_left_missing_on_the_fixed_model_once_and_
     listed = orjson.loads(_cli("runs", "--local", "--json", "--since", "1h").stdout)
     mine = next(r for r in listed if r["run_id"] == run_id)
     assert mine["status"] == "COMPLETE" and mine["rows_by_outcome"] == {"SUCCEEDED": 3} and mine["attempts"] == 2
-    view = _until(lambda: (v := _runs_view(cloud, run_id)) and v["seq"] == mine["seq"] and v)
+    view = wait_for(lambda: (v := _runs_view(cloud, run_id)) and v["seq"] == mine["seq"] and v, 120, 0.5)
     counts = view["rows_by_outcome"]
     rows_json = counts if isinstance(counts, dict) else orjson.loads(counts)
     assert (view["status"], rows_json, view["attempts"], view["requests"]) == ("COMPLETE", {"SUCCEEDED": 3}, 2, 3)
@@ -215,7 +210,7 @@ def test_cancel_leaves_no_job_running_and_a_cancelled_run_with_every_row(
     sent = _cli("submit", str(path), "--local", "--label", f"stall={stall}", "--json")
     assert sent.exit_code == 0, sent.output
     run_id = orjson.loads(sent.stdout)["run_id"]
-    _until(lambda: any(j.state.name == "JOB_STATE_RUNNING" for j in vertex_jobs(cloud, run_id)))
+    wait_for(lambda: any(j.state.name == "JOB_STATE_RUNNING" for j in vertex_jobs(cloud, run_id)), 120, 0.5)
     cancelled = _cli("cancel", run_id, "--local", "--reason", "wrong prompts", "--wait", "--json", "--timeout", "120")
     assert cancelled.exit_code == 0, cancelled.output
     row = orjson.loads(cancelled.stdout)

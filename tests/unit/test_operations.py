@@ -8,6 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
+from shared.config import Settings
 from shared.core.errors import PermanentError
 from shared.core.messages import parse_request_message
 from shared.services.budget import spent
@@ -29,6 +30,19 @@ def _until_announced(world: World, announcements: int, rounds: int = 12) -> None
 def _retry_message(world: World, outcomes: tuple[str, ...], statuses: tuple[str, ...] = (), model: str = "") -> dict:
     request = request_for(Ledger(world.store, "work", 60), "r1", outcomes, statuses, model)
     return request.message()
+
+
+BAD = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'  # a row error, not retryable
+USAGE = {"promptTokenCount": 1000, "candidatesTokenCount": 100, "totalTokenCount": 1100}
+
+
+def _one_row_failed(settings: Settings) -> World:
+    """A finished, priced run of k0 (SUCCEEDED) and k1 (FAILED, not retryable)."""
+    world = World([_line(f"q{i}", f"k{i}") for i in range(2)], settings)
+    world.submit()
+    world.finish(answers={"k1": BAD}, usage=USAGE)
+    _until_announced(world, 1)
+    return world
 
 
 def _latest(world: World) -> dict[str, tuple[int, str, str | None]]:
@@ -109,8 +123,7 @@ def test_retry_of_rows_refused_for_their_model_runs_them_on_the_fixed_model_once
 def test_retry_takes_only_the_selected_rows_and_a_selection_made_before_the_run_changed_is_stale() -> None:
     world = World([_line(f"q{i}", f"k{i}") for i in range(4)])
     world.submit()
-    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
-    world.finish(answers={"k1": bad, "k3": bad.replace("INVALID_ARGUMENT", "FAILED_PRECONDITION")})
+    world.finish(answers={"k1": BAD, "k3": BAD.replace("INVALID_ARGUMENT", "FAILED_PRECONDITION")})
     _until_announced(world, 1)
     assert _latest(world)["k1"][1] == "FAILED"
     stale = _retry_message(world, ("FAILED",))
@@ -246,8 +259,7 @@ def test_a_cancel_asked_before_a_retry_and_delivered_after_it_leaves_the_retry_a
 def test_a_retry_whose_chunk_input_is_gone_ends_with_that_chunk_s_rows_as_they_were() -> None:
     world = World([_line(f"q{i}", f"k{i}") for i in range(4)])  # two chunks
     world.submit()
-    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
-    world.finish(answers={"k0": bad, "k3": bad})
+    world.finish(answers={"k0": BAD, "k3": BAD})
     _until_announced(world, 1)
     message = _retry_message(world, ("FAILED",))
     chunk1 = world.job(1)["input_uri"]
@@ -270,30 +282,20 @@ def test_a_retry_whose_chunk_input_is_gone_ends_with_that_chunk_s_rows_as_they_w
 
 
 def test_a_retry_counts_in_the_day_s_spend_while_it_runs_and_its_cost_once_the_run_completes_again() -> None:
-    usage = {"promptTokenCount": 1000, "candidatesTokenCount": 100, "totalTokenCount": 1100}
-    world = World([_line(f"q{i}", f"k{i}") for i in range(2)], dataclasses.replace(SETTINGS, max_daily_cost_usd=100.0))
-    world.submit()
-    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
-    world.finish(answers={"k1": bad}, usage=usage)
-    _until_announced(world, 1)
+    world = _one_row_failed(dataclasses.replace(SETTINGS, max_daily_cost_usd=100.0))
     ledger, day = Ledger(world.store, "work", 60), world.run()["budget_day"]
     first = spent(ledger, day)
     assert first == pytest.approx(world.run()["cost"]["usd"])
     world.bus.publish("requests", _retry_message(world, ("FAILED",)))
     assert world.deliver() == ["retried"]
     assert spent(ledger, day) > first  # the retry's expected cost shows while it runs
-    world.finish(usage=usage)
+    world.finish(usage=USAGE)
     _until_announced(world, 2)
     assert spent(ledger, day) == pytest.approx(world.run()["cost"]["usd"]) and world.run()["cost"]["usd"] > first
 
 
 def test_a_retry_over_the_budget_limits_waits_for_a_person_s_approval() -> None:
-    usage = {"promptTokenCount": 1000, "candidatesTokenCount": 100, "totalTokenCount": 1100}
-    world = World([_line(f"q{i}", f"k{i}") for i in range(2)], dataclasses.replace(SETTINGS, max_run_cost_usd=100.0))
-    world.submit()
-    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
-    world.finish(answers={"k1": bad}, usage=usage)
-    _until_announced(world, 1)
+    world = _one_row_failed(dataclasses.replace(SETTINGS, max_run_cost_usd=100.0))
     world.settings = dataclasses.replace(SETTINGS, max_run_cost_usd=0.0)  # the limit was lowered since
     message = {**_retry_message(world, ("FAILED",)), "nonce": "a1a1a1a1"}
     world.bus.publish("requests", message)
@@ -304,7 +306,7 @@ def test_a_retry_over_the_budget_limits_waits_for_a_person_s_approval() -> None:
     world.bus.publish("requests", {**message, "approved": True, "nonce": "b2b2b2b2"})  # retry --approve
     assert world.deliver() == ["retried"]
     assert world.store.read(answer_uri(ledger, "r1", message["selection"], "b2b2b2b2")) is None  # made: no answer
-    world.finish(usage=usage)
+    world.finish(usage=USAGE)
     _until_announced(world, 2)
     assert _latest(world)["k1"] == (2, "SUCCEEDED", None)
 
@@ -312,8 +314,7 @@ def test_a_retry_over_the_budget_limits_waits_for_a_person_s_approval() -> None:
 def test_a_retry_of_a_run_made_without_limits_is_counted_in_the_day() -> None:
     world = World([_line(f"q{i}", f"k{i}") for i in range(2)])
     world.submit()
-    bad = '{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}'
-    world.finish(answers={"k0": bad, "k1": bad})
+    world.finish(answers={"k0": BAD, "k1": BAD})
     _until_announced(world, 1)
     ledger = Ledger(world.store, "work", 60)
     run, generation = ledger.get_run("r1")  # type: ignore[misc]
